@@ -1,0 +1,44 @@
+# genexp: `make demo` and `make test` work on a fresh machine (they install first).
+PYTHON ?= python3
+VENV   ?= .venv
+# Installed only when the venv cannot import torch already (CI pins it; a present torch is kept).
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.genexp-installed
+DEMO   := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-slow bench lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install genexp with its dev tools (torch only if missing)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install ## train the default GAN on the embedded digits, then evaluate and sample it
+	$(BIN)/genexp train hydra.run.dir=$(DEMO)/train
+	$(BIN)/genexp eval ckpt=$(DEMO)/train/checkpoints/last.pt hydra.run.dir=$(DEMO)/eval
+	$(BIN)/genexp sample ckpt=$(DEMO)/train/checkpoints/last.pt n=64 seed=0 hydra.run.dir=$(DEMO)/sample
+	@echo "demo outputs: $(DEMO)/{train,eval,sample}"
+
+test: install ## the fast test suite (under 10 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-slow: install ## the slow tests only (long runs, packaging)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install ## benchmarks: training-loop overhead vs a bare loop, demo wall time and memory
+	$(BIN)/python scripts/bench_loop_overhead.py
+
+lint: install ## ruff
+	$(BIN)/python -m ruff check genexp tests scripts
+
+clean: ## remove outputs and caches (keeps .venv)
+	rm -rf outputs multirun build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,2 @@
+from genexp.cli import main
+main()

@@ -1,0 +1,42 @@
+"""What the commands share: the run dir, and a method (with its data) rebuilt from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from genexp.errors import UserError
+from genexp.methods import Method, build_method
+from genexp.training.checkpoint import load_checkpoint
+
+
+def run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    path = Path(HydraConfig.get().runtime.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def task_overrides() -> list[str]:
+    """This job's overrides, as a resume would re-apply them (not resume= nor hydra.*)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [o for o in HydraConfig.get().overrides.task
+            if not o.startswith(("resume=", "hydra.", "hydra/", "+hydra", "~hydra"))]
+
+
+def restore_method(ckpt_path: str, device: torch.device) -> tuple[Method, DictConfig, dict]:
+    """The checkpoint's method with its weights, and the training config it was made with."""
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    train_cfg = OmegaConf.create(ckpt["config"])
+    try:
+        method = build_method(train_cfg, device)
+        method.load_state_dict_all(ckpt["method"], optimizers=False)
+    except (RuntimeError, KeyError) as exc:
+        raise UserError(f"checkpoint {ckpt_path} does not fit the model its config describes "
+                        f"({str(exc).splitlines()[0][:100]}): was it written by another genexp version?") from None
+    method.eval()
+    return method, train_cfg, ckpt

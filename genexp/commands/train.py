@@ -1,0 +1,59 @@
+"""genexp train: build data, method, metrics and logger from the config, then run the loop."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from genexp.commands.common import run_dir, task_overrides
+from genexp.data import build_dataset
+from genexp.data.loader import InfiniteLoader
+from genexp.logger import Console, RunLogger
+from genexp.methods import build_method
+from genexp.metrics.suite import MetricSuite
+from genexp.training.checkpoint import load_checkpoint
+from genexp.training.loop import Trainer, config_meta
+from genexp.training.runtime import resolve_device, seed_everything
+
+
+def run(cfg: DictConfig) -> float | None:
+    out = run_dir()
+    console = Console(cfg.trainer.progress)
+    device = resolve_device(cfg.trainer.device)
+    seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
+    ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
+
+    dataset = build_dataset(cfg.data)
+    loader = InfiniteLoader(dataset, int(cfg.data.batch_size), int(cfg.trainer.seed), device,
+                            int(cfg.data.get("num_workers", 0)))
+    method = build_method(cfg, device)
+    suite = MetricSuite(cfg.get("metrics"), dataset, cfg.data, device, console.note,
+                        num_samples=cfg.trainer.get("eval_samples"))
+    reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
+    logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
+                       resume_from_step=int(ckpt["step"]) if ckpt else None)
+    try:
+        trainer = Trainer(cfg.trainer, method, loader, logger, console, out, suite, reference,
+                          meta=config_meta(cfg, task_overrides()))
+        if ckpt is not None:
+            trainer.restore(ckpt)
+            console.info(f"resumed from {cfg.resume} at step {trainer.step}")
+        params = {k: sum(p.numel() for p in m.parameters()) for k, m in method.named_children()
+                  if any(True for _ in m.parameters()) and k != "G_ema"}
+        console.info(f"run dir {out} | {cfg.model.name} on {cfg.data.name} with {cfg.loss.name} | {device} | "
+                     + ", ".join(f"{k} {v / 1e6:.2f}M params" for k, v in params.items()))
+        metrics = trainer.fit()
+    finally:
+        logger.close()
+    console.info(f"done: {out}/checkpoints/last.pt")
+    return objective(metrics, cfg.trainer.get("objective"))
+
+
+def objective(metrics: dict[str, float], prefix: str | None) -> float | None:
+    """The value a Hydra sweeper (e.g. Optuna) optimises: the first metric under ``prefix``."""
+    if not prefix:
+        return None
+    for key, value in metrics.items():
+        if key.split("/", 1)[0] == prefix:
+            return value
+    return None
+

@@ -1,0 +1,57 @@
+"""Compositions that cannot train, caught before anything starts, each with the fix in one line."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from genexp.errors import UserError
+
+
+def check_composition(command: str, cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise UserError(f"genexp {command} needs a value for '{key}': add {key}=... to the command")
+    if command == "train":
+        check_train(cfg)
+    try:  # every interpolation must resolve (a typo in ${...} is the user's)
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        from genexp.config.prepare import one_line
+
+        raise UserError(one_line(exc)) from None
+
+
+def check_train(cfg: DictConfig) -> None:
+    model, data, loss = cfg.model, cfg.data, cfg.loss
+    if model.family != loss.family:
+        raise UserError(
+            f"loss={loss.name} is an objective for {loss.family} models but model={model.name} is a "
+            f"{model.family}: choose a loss made for {model.family} models"
+        )
+    if model.data_kind != data.kind:
+        raise UserError(
+            f"model={model.name} takes {model.data_kind} data but data={data.name} is {data.kind} data: "
+            f"use a {data.kind} model (e.g. model={'mlp' if data.kind == 'points' else 'dcgan'})"
+        )
+    if data.kind == "image":
+        for key in ("resolution", "channels"):
+            if model[key] != data[key]:
+                raise UserError(
+                    f"model.{key}={model[key]} but data.{key}={data[key]}: make them equal "
+                    f"(model.{key} follows data.{key} unless you set it)"
+                )
+    else:
+        if model.dim != data.dim:
+            raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
+    d_norm = OmegaConf.select(model, "discriminator.norm", default=None)
+    if loss.get("per_sample_penalty") and d_norm == "batch":
+        raise UserError(
+            f"loss={loss.name} penalises per-sample gradients of D, which batch norm couples across "
+            "the batch: set model.discriminator.norm=layer (or none, or spectral)"
+        )
+    if int(loss.get("d_steps", 1)) < 1:
+        raise UserError(f"loss.d_steps={loss.d_steps}: needs at least one D step per G step")
+    if int(data.batch_size) < 1:
+        raise UserError(f"data.batch_size={data.batch_size}: must be at least 1")

@@ -1,0 +1,115 @@
+"""Fan-out of scalars and images to metrics.jsonl, the console and (optionally) W&B.
+
+W&B is a guest: if it fails to start or to log, the run says so once and goes on
+without it. ``logger.wandb.mode=auto`` goes online only when credentials exist.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from genexp.logger.console import Console
+
+
+def wandb_mode(requested: str) -> str:
+    if os.environ.get("WANDB_MODE") == "":
+        del os.environ["WANDB_MODE"]  # wandb rejects an empty mode; empty means unset
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        auth = None
+    return "online" if auth else "offline"
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, console: Console, logger_cfg: DictConfig | None = None,
+                 config: DictConfig | None = None, name: str | None = None, resume_from_step: int | None = None):
+        self.run_dir, self.console = Path(run_dir), console
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if resume_from_step is not None:
+            drop_after(self.jsonl_path, resume_from_step)
+        self.jsonl = open(self.jsonl_path, "a", buffering=1)
+        self.wandb = None
+        wandb_cfg = logger_cfg.get("wandb") if logger_cfg is not None else None
+        if wandb_cfg is not None:
+            self._start_wandb(wandb_cfg, config, name)
+
+    def _start_wandb(self, cfg: DictConfig, config: DictConfig | None, name: str | None) -> None:
+        mode = wandb_mode(cfg.get("mode", "auto"))
+        if mode == "disabled":
+            return
+        try:
+            import wandb
+
+            id_file = self.run_dir / ".wandb_id"
+            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+            id_file.write_text(run_id)
+            self.wandb = wandb.init(
+                dir=str(self.run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
+                group=cfg.get("group"), tags=list(cfg.get("tags") or []), name=name, id=run_id, resume="allow",
+                mode=mode, config=OmegaConf.to_container(config, resolve=True) if config is not None else None,
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+            self.log_images = bool(cfg.get("log_images", True))
+            if mode == "offline":
+                self.console.note(f"W&B offline: logs in {self.run_dir}/wandb (wandb sync to upload)")
+        except Exception as exc:  # a tracker must never stop a run
+            self._drop_wandb(exc)
+
+    def _drop_wandb(self, exc: Exception) -> None:
+        self.console.note(f"W&B failed ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}); "
+                          "continuing without it")
+        self.wandb = None
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        if self.wandb is not None:
+            try:
+                self.wandb.log(values, step=step)
+            except Exception as exc:
+                self._drop_wandb(exc)
+
+    def image(self, step: int, key: str, image: np.ndarray) -> None:
+        """``image``: uint8 (H, W) or (H, W, C) in [0, 255], as W&B wants it."""
+        if self.wandb is None or not self.log_images:
+            return
+        try:
+            import wandb
+
+            self.wandb.log({key: wandb.Image(image)}, step=step)
+        except Exception as exc:
+            self._drop_wandb(exc)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.wandb is not None:
+            try:
+                self.wandb.finish()
+            except Exception as exc:
+                self._drop_wandb(exc)
+            self.wandb = None
+
+
+def drop_after(path: Path, step: int) -> None:
+    """On resume from ``step``, lines logged after it by the interrupted run are replaced by
+    the resumed run's; rewrite the file atomically without them."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)

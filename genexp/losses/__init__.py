@@ -1,0 +1,1 @@
+"""GAN objectives (pure functions of D's logits) and regularizers of D."""

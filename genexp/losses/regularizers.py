@@ -1,0 +1,37 @@
+"""Penalties on D, applied every ``every`` D steps and then scaled by ``every`` so that their
+average strength does not depend on the interval (lazy regularization, StyleGAN2 sec. 3.1)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class GradientPenalty:
+    """weight * E[(||grad_x D(x)||_2 - center)^2] at x drawn from ``at``:
+
+    - ``interpolates``, center 1: WGAN-GP (Gulrajani et al. 2017), weight 10.
+    - ``real``, center 0: R1 (Mescheder et al. 2018), weight gamma / 2.
+    - ``fake``, center 0: R2.
+    """
+
+    def __init__(self, weight: float = 10.0, center: float = 1.0, at: str = "interpolates", every: int = 1):
+        if at not in ("interpolates", "real", "fake"):
+            raise ValueError(f"GradientPenalty at={at}: use interpolates, real or fake")
+        self.weight, self.center, self.at, self.every = weight, center, at, max(1, int(every))
+
+    def points(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.at == "real":
+            return real
+        if self.at == "fake":
+            return fake
+        eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        return torch.lerp(fake, real, eps)
+
+    def gradient_norm(self, D, x: torch.Tensor, labels=None) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(x, labels).sum(), x, create_graph=True)
+        return grad.flatten(1).norm(2, dim=1)
+
+    def __call__(self, D, real: torch.Tensor, fake: torch.Tensor, labels=None) -> torch.Tensor:
+        norm = self.gradient_norm(D, self.points(real, fake), labels)
+        return self.weight * (norm - self.center).pow(2).mean()

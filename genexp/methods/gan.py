@@ -1,0 +1,78 @@
+"""GAN training for any objective: k D steps per G step, regularizers of D, EMA of G."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from genexp.methods.base import Batch, Method
+from genexp.methods.ema import update_ema
+
+
+class GAN(Method):
+    def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
+                 ema_beta: float = 0.999, ema_start: int = 0):
+        super().__init__()
+        self.G = instantiate(model.generator)
+        self.D = instantiate(model.discriminator)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.z_dim = int(self.G.z_dim)
+        self.objective = instantiate(loss.objective)
+        self.d_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("d_regularizers") or {}).items()}
+        self.d_steps = int(loss.get("d_steps", 1))
+        self.ema_beta, self.ema_start = float(ema_beta), int(ema_start)
+        self.optimizers = {"G": instantiate(optim.generator)(params=self.G.parameters()),
+                           "D": instantiate(optim.discriminator)(params=self.D.parameters())}
+        self.register_buffer("d_step_count", torch.zeros((), dtype=torch.long))
+
+    def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        self.D.requires_grad_(True)
+        for _ in range(self.d_steps):
+            real, labels = next(batches)
+            with torch.no_grad():
+                fake = self.G(self.latents(len(real), self.z_dim), labels)
+            real_logits, fake_logits = self.D(real, labels), self.D(fake, labels)
+            d_loss = self.objective.d_loss(real_logits, fake_logits)
+            out["loss/d"] = d_loss.detach()
+            for name, reg in self.d_regularizers.items():
+                if int(self.d_step_count) % reg.every == 0:
+                    penalty = reg(self.D, real, fake, labels)
+                    out[f"reg/{name}"] = penalty.detach()
+                    d_loss = d_loss + penalty * reg.every
+            self.optimizers["D"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.optimizers["D"].step()
+            self.d_step_count += 1
+
+        # D's weights take no gradient from G's loss: skip computing it.
+        self.D.requires_grad_(False)
+        fake_logits = self.D(self.G(self.latents(len(real), self.z_dim), labels), labels)
+        real_for_g = self.D(real, labels).detach() if self.objective.g_needs_real else None
+        g_loss = self.objective.g_loss(fake_logits, real_for_g)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizers["G"].step()
+        self.D.requires_grad_(True)
+
+        update_ema(self.G_ema, self.G, 0.0 if step < self.ema_start else self.ema_beta)
+        out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
+                    "d/fake": fake_logits.detach().mean()})
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
+               batch_size: int = 256) -> torch.Tensor:
+        G = self.G_ema if ema else self.G
+        was_training = G.training
+        G.eval()
+        chunks = []
+        for start in range(0, n, batch_size):
+            z = self.latents(min(batch_size, n - start), self.z_dim, generator)
+            chunks.append(G(z).float().cpu())
+        G.train(was_training)
+        return torch.cat(chunks)[:n] if chunks else torch.empty(0)

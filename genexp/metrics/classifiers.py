@@ -1,0 +1,41 @@
+"""genexp's own small classifiers: feature extractors for data where Inception means little.
+
+They take images in [-1, 1] at any resolution and channel count, and see them as
+16x16 gray, the size they were trained at. ``features`` is the penultimate layer
+(for FID / KID), ``logits`` the class scores (for IS).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DigitsLeNet(nn.Module):
+    input_resolution = 16
+    num_features = 128
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, self.num_features), nn.ReLU(),
+        )
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if x.shape[1] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if x.shape[-1] != self.input_resolution:
+            x = F.interpolate(x, size=(self.input_resolution,) * 2, mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.input_resolution)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,165 @@
+"""The metrics a run asked for, computed the same way in training and in `genexp eval`.
+
+Each metric's key names what it measured: ``<metric>/<extractor>@<fake count>``, e.g.
+``fid/digits_lenet@2k``. Real-image statistics are computed once per suite and kept
+(torchmetrics' reset_real_features=False); each evaluation generates only the fakes,
+streamed in batches. A metric that cannot run here is skipped with one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
+
+SampleFn = Callable[[int, torch.Generator], torch.Tensor]
+
+
+def count_label(n: int) -> str:
+    """2000 -> 2k, 2500 -> 2.5k, 1797 -> 1797."""
+    if n >= 1000 and n % 100 == 0:
+        return f"{n / 1000:g}k"
+    return str(n)
+
+
+class Metric:
+    def __init__(self, key: str, kind: str, metric, num_samples: int, protocol: dict):
+        self.key, self.kind, self.metric, self.num_samples, self.protocol = key, kind, metric, num_samples, protocol
+
+
+class MetricSuite:
+    def __init__(self, metrics_cfg: DictConfig | dict | None, dataset, data_cfg: DictConfig,
+                 device: torch.device, note: Callable[[str], None] = print,
+                 num_samples: int | None = None, batch_size: int = 250):
+        self.dataset, self.data_cfg, self.device, self.batch_size = dataset, data_cfg, device, batch_size
+        self.metrics: list[Metric] = []
+        self.skipped: dict[str, str] = {}
+        self._real_done = False
+        for name, cfg in (metrics_cfg or {}).items():
+            try:
+                self.metrics.append(self._build(name, cfg, num_samples))
+            except MetricUnavailable as exc:
+                self.skipped[name] = str(exc)
+                note(f"metric {name} skipped: {exc}")
+
+    def _build(self, name: str, cfg, num_samples: int | None) -> Metric:
+        kind = cfg.get("kind", name)
+        if self.data_cfg.kind != "image":
+            raise MetricUnavailable(f"it needs image data and data={self.data_cfg.name} is {self.data_cfg.kind}")
+        n = int(num_samples or cfg.num_samples)
+        n_real = min(n, len(self.dataset))
+        if kind == "lpips":
+            return self._build_lpips(cfg, n)
+        if kind not in ("fid", "kid", "is"):
+            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is or lpips")
+        extractor_name = resolve_name(cfg.get("extractor", "auto"), self.data_cfg.name)
+        output = "logits" if kind == "is" else "features"
+        module, ident = build_extractor(extractor_name, output, cfg.get("weights"))
+        protocol = {"extractor": ident, "num_fake": n}
+        if kind == "fid":
+            from torchmetrics.image.fid import FrechetInceptionDistance
+
+            metric = FrechetInceptionDistance(feature=module, reset_real_features=False)
+            protocol["num_real"] = n_real
+        elif kind == "kid":
+            from torchmetrics.image.kid import KernelInceptionDistance
+
+            subset = min(int(cfg.subset_size), n, n_real)
+            metric = KernelInceptionDistance(feature=module, subsets=int(cfg.subsets), subset_size=subset,
+                                             reset_real_features=False)
+            protocol.update(num_real=n_real, subsets=int(cfg.subsets), subset_size=subset)
+        else:
+            from torchmetrics.image.inception import InceptionScore
+
+            splits = min(int(cfg.splits), n)
+            metric = InceptionScore(feature=module, splits=splits)
+            protocol["splits"] = splits
+        key = f"{kind}/{ident['name']}@{count_label(n)}"
+        return Metric(key, kind, metric.to(self.device), n, protocol)
+
+    def _build_lpips(self, cfg, n: int) -> Metric:
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            metric = LearnedPerceptualImagePatchSimilarity(net_type=cfg.get("net", "alex"))
+        except Exception as exc:
+            raise MetricUnavailable(f"LPIPS needs torchvision and its backbone weights ({type(exc).__name__}): "
+                                    "pip install 'genexp[gpu]' where torchvision matches torch") from None
+        key = f"lpips_diversity/{cfg.get('net', 'alex')}@{count_label(n)}"
+        return Metric(key, "lpips", metric.to(self.device), n, {"pairs": n // 2, "net": cfg.get("net", "alex")})
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)
+
+    def _feed_real(self) -> None:
+        needs_real = [m for m in self.metrics if m.kind in ("fid", "kid")]
+        if self._real_done or not needs_real:
+            return
+        n_real = max(min(m.num_samples, len(self.dataset)) for m in needs_real)
+        # A fixed subset (seed 0) so that every evaluation of this data compares to the same set.
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))[:n_real]
+        for start in range(0, n_real, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = torch.stack([self.dataset[int(i)][0] for i in idx]).to(self.device)
+            for m in needs_real:
+                taken = min(m.num_samples, len(self.dataset))
+                if start < taken:
+                    m.metric.update(x[: taken - start], real=True)
+        self._real_done = True
+
+    def compute(self, sample_fn: SampleFn, seed: int = 0) -> dict[str, float]:
+        """Generate max(num_samples) fakes in batches (latents from ``seed``) and score them.
+
+        KID and IS draw random subsets from torch's global RNG: it is forked and seeded
+        here, so a result does not depend on when it is computed, and a training run's
+        random stream does not depend on how often it evaluates."""
+        if not self.metrics:
+            return {}
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            return self._compute(sample_fn, seed)
+
+    def _compute(self, sample_fn: SampleFn, seed: int) -> dict[str, float]:
+        self._feed_real()
+        for m in self.metrics:
+            m.metric.reset()
+        g = torch.Generator().manual_seed(seed)
+        total = max(m.num_samples for m in self.metrics)
+        lpips_pending: torch.Tensor | None = None
+        for start in range(0, total, self.batch_size):
+            fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
+            for m in self.metrics:
+                part = fake[: max(0, m.num_samples - start)]
+                if len(part) == 0:
+                    continue
+                if m.kind == "lpips":
+                    lpips_pending = part if lpips_pending is None else torch.cat([lpips_pending, part])
+                    pairs = len(lpips_pending) // 2 * 2
+                    if pairs:
+                        a, b = lpips_pending[:pairs].chunk(2)
+                        m.metric.update(rgb(a).clamp(-1, 1), rgb(b).clamp(-1, 1))
+                        lpips_pending = lpips_pending[pairs:]
+                elif m.kind == "is":
+                    m.metric.update(part)
+                else:
+                    m.metric.update(part, real=False)
+        results: dict[str, float] = {}
+        for m in self.metrics:
+            value = m.metric.compute()
+            if isinstance(value, tuple):  # IS and KID: (mean, std)
+                results[m.key] = float(value[0])
+                results[m.key.replace("/", "_std/", 1)] = float(value[1])
+            else:
+                results[m.key] = float(value)
+        return results
+
+    def protocol(self) -> dict:
+        return {m.key: m.protocol for m in self.metrics}
+
+
+def rgb(x: torch.Tensor) -> torch.Tensor:
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x

@@ -1,0 +1,34 @@
+"""Fully connected G and D for low-dimensional points (2-D mixtures)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module]) -> nn.Sequential:
+    dims = [d_in] + [hidden] * layers
+    blocks: list[nn.Module] = []
+    for a, b in zip(dims, dims[1:]):
+        blocks += [nn.Linear(a, b), act()]
+    blocks.append(nn.Linear(dims[-1], d_out))
+    return nn.Sequential(*blocks)
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, hidden: int = 256, layers: int = 3):
+        super().__init__()
+        self.z_dim, self.out_dim = z_dim, out_dim
+        self.net = mlp(z_dim, hidden, layers, out_dim, nn.ReLU)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, in_dim: int = 2, hidden: int = 256, layers: int = 3):
+        super().__init__()
+        self.net = mlp(in_dim, hidden, layers, 1, lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x).view(len(x))

@@ -1,0 +1,1 @@
+"""The loop every method trains in: steps, logging, samples, evaluation, checkpoints."""

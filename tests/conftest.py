@@ -1,0 +1,51 @@
+"""Shared helpers: run the CLI in a subprocess, compose configs in-process, tiny settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small nets and sample counts: every CLI run below takes seconds.
+TINY = [
+    "logger=none", "trainer.progress=plain", "trainer.max_steps=2", "trainer.log_every=1",
+    "trainer.sample_every=2", "trainer.eval_every=2", "trainer.ckpt_every=2", "trainer.grid_samples=4",
+    "trainer.eval_samples=32", "model.generator.base_channels=8", "model.discriminator.base_channels=8",
+    "data.batch_size=16",
+]
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err[-3000:]}"
+
+
+def genexp(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None) -> Result:
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore",
+                **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    for key in [k for k, v in full_env.items() if v is None]:  # None: remove from the environment
+        del full_env[key]
+    proc = subprocess.run([sys.executable, "-m", "genexp", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+    return Result(proc)
+
+
+@pytest.fixture
+def run():
+    return genexp
+
+
+def compose(command: str, overrides: list[str]):
+    from genexp.config.prepare import compose as _compose
+
+    return _compose(command, overrides, CONF)
