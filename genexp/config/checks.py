@@ -9,18 +9,29 @@ from genexp.errors import UserError
 
 
 def check_composition(command: str, cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        key = missing[0]
-        raise UserError(f"genexp {command} needs a value for '{key}': add {key}=... to the command")
-    if command == "train":
-        check_train(cfg)
-    try:  # every interpolation must resolve (a typo in ${...} is the user's)
+    """Semantic checks first (their messages say more than a failed interpolation would),
+    then missing values, then every interpolation must resolve (a typo in ${...})."""
+    try:
+        if command == "train":
+            check_train(cfg)
+        missing = missing_values(OmegaConf.to_container(cfg, resolve=False))
+        if missing:
+            key = missing[0]
+            raise UserError(f"genexp {command} needs a value for '{key}': add {key}=... to the command")
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
         from genexp.config.prepare import one_line
 
         raise UserError(one_line(exc)) from None
+
+
+def missing_values(node, prefix: str = "") -> list[str]:
+    """Keys left at ``???``, read without resolving interpolations (which may point at them)."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in missing_values(value, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [k for i, value in enumerate(node) for k in missing_values(value, f"{prefix}{i}.")]
+    return [prefix[:-1]] if node == "???" else []
 
 
 def check_train(cfg: DictConfig) -> None:

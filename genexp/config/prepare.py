@@ -12,6 +12,7 @@ import itertools
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from genexp.errors import UserError
 
@@ -151,8 +152,11 @@ def check_types(command: str, cfg: DictConfig, overrides: list[str], conf_dir: P
         return
     base = compose(command, [raw for raw, _ in group_overrides], conf_dir)
     for raw, key in value_overrides:
-        default = OmegaConf.select(base, key, throw_on_missing=False, default=None)
-        value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        try:
+            default = OmegaConf.select(base, key, throw_on_missing=False, default=None)
+            value = OmegaConf.select(cfg, key, throw_on_missing=False, default=None)
+        except OmegaConfBaseException as exc:
+            raise UserError(f"{raw}: {one_line(exc)}") from None
         given = raw.split("=", 1)[1]
         if isinstance(default, bool):
             if not isinstance(value, bool):

@@ -1,0 +1,67 @@
+"""Resume continues bit-exactly: the weights at step N equal those of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .conftest import TINY
+
+RUN = [*TINY, "trainer.max_steps=6", "trainer.ckpt_every=3", "trainer.eval_every=3", "trainer.log_every=1",
+       "loss=wgan_gp", "data.batch_size=32"]  # 5 D steps a G step: the data position matters
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["method"]
+
+
+def assert_bitwise_equal(a: dict, b: dict, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_bitwise_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_bitwise_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_from_checkpoint_and_from_stopped_run(run, tmp_path):
+    full = tmp_path / "full"
+    assert (res := run("train", *RUN, f"hydra.run.dir={full}")).code == 0, res
+
+    # (a) a mid-run checkpoint resumed into a new directory
+    fork = tmp_path / "fork"
+    res = run("train", f"resume={full / 'checkpoints/step_000003.pt'}", f"hydra.run.dir={fork}")
+    assert res.code == 0, res
+    assert "resumed from" in res.out and "at step 3" in res.out
+    assert_bitwise_equal(weights(full / "checkpoints/last.pt"), weights(fork / "checkpoints/last.pt"))
+
+    # (b) a run stopped at step 3, continued in its own run dir with more steps
+    stopped = tmp_path / "stopped"
+    assert (res := run("train", *RUN, "trainer.max_steps=3", f"hydra.run.dir={stopped}")).code == 0, res
+    res = run("train", f"resume={stopped}", "trainer.max_steps=6")
+    assert res.code == 0, res
+    a, b = torch.load(full / "checkpoints/last.pt", weights_only=True), \
+        torch.load(stopped / "checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    assert_bitwise_equal(a["method"], b["method"])
+    assert_bitwise_equal(a["rng"], b["rng"])
+    assert a["data"] == b["data"]
+    steps = [json.loads(line)["step"] for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_drops_log_lines_after_the_checkpoint(run, tmp_path):
+    out = tmp_path / "r"
+    assert (res := run("train", *RUN, "metrics=[]", f"hydra.run.dir={out}")).code == 0, res
+    # resume from step 3 of a run that logged to step 6: steps 4..6 are logged again, once each
+    res = run("train", f"resume={out / 'checkpoints/step_000003.pt'}")
+    assert res.code == 0, res
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
