@@ -1,2 +1,3 @@
 from genexp.cli import main
+
 main()

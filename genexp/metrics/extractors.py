@@ -71,9 +71,14 @@ def build_inception(output: str, weights: str | None) -> tuple[nn.Module, dict]:
     when one is given, else from torch-fidelity's own download / cache."""
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
-    except Exception as exc:  # torch-fidelity missing, or torchvision broken beside this torch
-        raise MetricUnavailable(f"Inception needs torch-fidelity ({type(exc).__name__}): "
-                                "pip install 'genexp[gpu]' on a machine whose torchvision matches torch") from None
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+    except Exception as exc:  # torchvision present but broken beside this torch
+        _TORCH_FIDELITY_AVAILABLE, reason = False, type(exc).__name__
+    else:
+        reason = "not installed"
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise MetricUnavailable(f"Inception needs torch-fidelity ({reason}): "
+                                "pip install 'genexp[gpu]' on a machine whose torchvision matches torch")
     feature = "2048" if output == "features" else "logits_unbiased"
     try:
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[feature],

@@ -8,6 +8,7 @@ streamed in batches. A metric that cannot run here is skipped with one line.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -40,7 +41,9 @@ class MetricSuite:
         self._real_done = False
         for name, cfg in (metrics_cfg or {}).items():
             try:
-                self.metrics.append(self._build(name, cfg, num_samples))
+                with warnings.catch_warnings():  # torchmetrics warns that KID / IS keep features: known
+                    warnings.filterwarnings("ignore", message=".*will save all extracted features")
+                    self.metrics.append(self._build(name, cfg, num_samples))
             except MetricUnavailable as exc:
                 self.skipped[name] = str(exc)
                 note(f"metric {name} skipped: {exc}")

@@ -1,0 +1,1 @@
+"""Image metrics (FID, IS, KID, LPIPS) through torchmetrics, with offline feature extractors."""
