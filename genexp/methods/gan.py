@@ -27,7 +27,13 @@ class GAN(Method):
         self.ema_beta, self.ema_start = float(ema_beta), int(ema_start)
         self.optimizers = {"G": instantiate(optim.generator)(params=self.G.parameters()),
                            "D": instantiate(optim.discriminator)(params=self.D.parameters())}
-        self.register_buffer("d_step_count", torch.zeros((), dtype=torch.long))
+        self.d_steps_done = 0  # a Python int: reading a device tensor each step would sync the GPU
+
+    def get_extra_state(self) -> dict:
+        return {"d_steps_done": self.d_steps_done}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.d_steps_done = int(state["d_steps_done"])
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -40,14 +46,14 @@ class GAN(Method):
             d_loss = self.objective.d_loss(real_logits, fake_logits)
             out["loss/d"] = d_loss.detach()
             for name, reg in self.d_regularizers.items():
-                if int(self.d_step_count) % reg.every == 0:
+                if self.d_steps_done % reg.every == 0:
                     penalty = reg(self.D, real, fake, labels)
                     out[f"reg/{name}"] = penalty.detach()
                     d_loss = d_loss + penalty * reg.every
             self.optimizers["D"].zero_grad(set_to_none=True)
             d_loss.backward()
             self.optimizers["D"].step()
-            self.d_step_count += 1
+            self.d_steps_done += 1
 
         # D's weights take no gradient from G's loss: skip computing it.
         self.D.requires_grad_(False)
