@@ -88,3 +88,11 @@ def test_existing_run_dir_is_not_overwritten(run, tmp_path):
     line = one_error_line(run("train", *TINY, "trainer.seed=5", f"hydra.run.dir={out}"))
     assert "already holds an earlier run" in line
     assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_eval_on_data_of_another_resolution(run, tmp_path):
+    out = tmp_path / "r"
+    assert run("train", *TINY, "metrics=[]", f"hydra.run.dir={out}").code == 0
+    line = one_error_line(run("eval", f"ckpt={out / 'checkpoints/last.pt'}", "data=digits", "data.resolution=32",
+                              f"hydra.run.dir={tmp_path / 'e'}"))
+    assert "data.resolution=16" in line

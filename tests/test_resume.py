@@ -57,11 +57,33 @@ def test_resume_from_checkpoint_and_from_stopped_run(run, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_resume_drops_log_lines_after_the_checkpoint(run, tmp_path):
+def test_resume_of_an_interrupted_run_drops_its_orphan_log_lines(run, tmp_path):
     out = tmp_path / "r"
     assert (res := run("train", *RUN, "metrics=[]", f"hydra.run.dir={out}")).code == 0, res
-    # resume from step 3 of a run that logged to step 6: steps 4..6 are logged again, once each
-    res = run("train", f"resume={out / 'checkpoints/step_000003.pt'}")
+    # as if killed after logging step 6 but before its checkpoint: last.pt is still step 3
+    (out / "checkpoints/last.pt").write_bytes((out / "checkpoints/step_000003.pt").read_bytes())
+    (out / "checkpoints/step_000006.pt").unlink()
+    res = run("train", f"resume={out}")
     assert res.code == 0, res
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert torch.load(out / "checkpoints/last.pt", weights_only=True)["step"] == 6
+
+
+def test_resume_from_an_older_checkpoint_branches_and_keeps_the_run(run, tmp_path):
+    out = tmp_path / "r"
+    assert (res := run("train", *RUN, "metrics=[]", f"hydra.run.dir={out}")).code == 0, res
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    res = run("train", f"resume={out / 'checkpoints/step_000003.pt'}", "trainer.max_steps=4", cwd=tmp_path)
+    assert res.code == 0, res
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (branch,) = (tmp_path / "outputs" / "train").iterdir()
+    assert torch.load(branch / "checkpoints/last.pt", weights_only=True)["step"] == 4
+
+
+def test_resume_of_a_finished_run_says_how_to_go_on(run, tmp_path):
+    out = tmp_path / "r"
+    assert (res := run("train", *RUN, "metrics=[]", "trainer.max_steps=2", f"hydra.run.dir={out}")).code == 0
+    res = run("train", f"resume={out}")
+    assert res.code == 0, res
+    assert "pass a larger trainer.max_steps" in res.err

@@ -22,6 +22,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data_cfg = cfg.data if cfg.get("data") is not None else train_cfg.data
     if not cfg.get("metrics"):
         raise UserError("no metrics chosen: pass e.g. metrics=[fid,kid]")
+    if data_cfg.kind == "image" and int(data_cfg.resolution) != int(train_cfg.model.resolution):
+        raise UserError(f"data.resolution={data_cfg.resolution} but the checkpoint's model makes "
+                        f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
     dataset = build_dataset(data_cfg)
     suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=cfg.get("n"))
     if not suite:

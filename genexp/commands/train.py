@@ -37,6 +37,9 @@ def run(cfg: DictConfig) -> float | None:
         if ckpt is not None:
             trainer.restore(ckpt)
             console.info(f"resumed from {cfg.resume} at step {trainer.step}")
+            if trainer.step >= int(cfg.trainer.max_steps):
+                console.note(f"the run is already at step {trainer.step} >= trainer.max_steps="
+                             f"{cfg.trainer.max_steps}: pass a larger trainer.max_steps to train on")
         params = {k: sum(p.numel() for p in m.parameters()) for k, m in method.named_children()
                   if any(True for _ in m.parameters()) and k != "G_ema"}
         console.info(f"run dir {out} | {cfg.model.name} on {cfg.data.name} with {cfg.loss.name} | {device} | "

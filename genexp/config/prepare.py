@@ -68,8 +68,9 @@ def merge_overrides(base: list[str], user: list[str]) -> list[str]:
 
 
 def expand_resume(overrides: list[str]) -> list[str]:
-    """`resume=<run dir or checkpoint>` re-applies the run's own overrides, and writes into its
-    run dir unless hydra.run.dir says otherwise."""
+    """`resume=<run dir or checkpoint>` re-applies the run's own overrides. It continues in the
+    run's dir when the checkpoint is that run's newest; from an older checkpoint it branches
+    into a new run dir, so the later checkpoints stay as they are (hydra.run.dir= overrides both)."""
     resume = [o for o in overrides if o.startswith("resume=")]
     target = resume[-1].split("=", 1)[1].strip("'\"") if resume else ""
     if target in ("", "null", "None"):
@@ -81,7 +82,10 @@ def expand_resume(overrides: list[str]) -> list[str]:
     rest = [o for o in overrides if not o.startswith("resume=")]
     merged = merge_overrides(list(ckpt.get("overrides", [])), rest)
     merged.append(f"resume={quote(str(ckpt_path))}")
-    if run_dir is not None and not any(o.startswith("hydra.run.dir=") for o in merged):
+    newest = run_dir / "checkpoints" / "last.pt" if run_dir is not None else None
+    in_place = newest is not None and (newest.resolve() == ckpt_path.resolve() or (
+        newest.is_file() and int(load_checkpoint(newest).get("step", -1)) == int(ckpt.get("step", -2))))
+    if in_place and not any(o.startswith("hydra.run.dir=") for o in merged):
         merged.append(f"hydra.run.dir={quote(str(run_dir))}")
     return merged
 
