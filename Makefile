@@ -30,11 +30,11 @@ demo: install ## train the default GAN on the embedded digits, then evaluate and
 test: install ## the fast test suite (under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-test-slow: install ## the slow tests only (long runs, packaging)
+test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install ## benchmarks: training-loop overhead vs a bare loop, demo wall time and memory
-	$(BIN)/python scripts/bench_loop_overhead.py
+	$(BIN)/python scripts/bench_loop_overhead.py --demo
 
 lint: install ## ruff
 	$(BIN)/python -m ruff check genexp tests scripts

@@ -57,10 +57,11 @@ def check_train(cfg: DictConfig) -> None:
         if model.dim != data.dim:
             raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
     d_norm = OmegaConf.select(model, "discriminator.norm", default=None)
-    if loss.get("per_sample_penalty") and d_norm == "batch":
+    if loss.get("d_regularizers") and d_norm == "batch":
+        names = ", ".join(loss.d_regularizers)
         raise UserError(
-            f"loss={loss.name} penalises per-sample gradients of D, which batch norm couples across "
-            "the batch: set model.discriminator.norm=layer (or none, or spectral)"
+            f"loss={loss.name} penalises per-sample gradients of D ({names}), which batch norm couples "
+            "across the batch: set model.discriminator.norm=layer (or none, or spectral)"
         )
     if int(loss.get("d_steps", 1)) < 1:
         raise UserError(f"loss.d_steps={loss.d_steps}: needs at least one D step per G step")

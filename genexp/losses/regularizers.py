@@ -35,3 +35,20 @@ class GradientPenalty:
     def __call__(self, D, real: torch.Tensor, fake: torch.Tensor, labels=None) -> torch.Tensor:
         norm = self.gradient_norm(D, self.points(real, fake), labels)
         return self.weight * (norm - self.center).pow(2).mean()
+
+
+class GradientPowerPenalty(GradientPenalty):
+    """Wasserstein divergence (Wu et al. 2018): k * E[||grad_x D(x)||^p], k = 2, p = 6, with no target
+    norm. ``at=real_and_fake`` (the authors' practice) takes k/2 of the sum over real and fake
+    samples; ``interpolates`` takes it on random points between them."""
+
+    def __init__(self, weight: float = 2.0, power: float = 6.0, at: str = "real_and_fake", every: int = 1):
+        if at not in ("real_and_fake", "interpolates", "real", "fake"):
+            raise ValueError(f"GradientPowerPenalty at={at}: use real_and_fake, interpolates, real or fake")
+        self.weight, self.power, self.at, self.every = weight, power, at, max(1, int(every))
+
+    def __call__(self, D, real: torch.Tensor, fake: torch.Tensor, labels=None) -> torch.Tensor:
+        if self.at == "real_and_fake":
+            norms = [self.gradient_norm(D, real, labels), self.gradient_norm(D, fake, labels)]
+            return self.weight / 2 * sum(n.pow(self.power).mean() for n in norms)
+        return self.weight * self.gradient_norm(D, self.points(real, fake), labels).pow(self.power).mean()

@@ -23,6 +23,7 @@ class GAN(Method):
         self.z_dim = int(self.G.z_dim)
         self.objective = instantiate(loss.objective)
         self.d_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("d_regularizers") or {}).items()}
+        self.d_constraints = [instantiate(cfg) for cfg in (loss.get("d_constraints") or {}).values()]
         self.d_steps = int(loss.get("d_steps", 1))
         self.ema_beta, self.ema_start = float(ema_beta), int(ema_start)
         self.optimizers = {"G": instantiate(optim.generator)(params=self.G.parameters()),
@@ -43,16 +44,14 @@ class GAN(Method):
             with torch.no_grad():
                 fake = self.G(self.latents(len(real), self.z_dim), labels)
             real_logits, fake_logits = self.D(real, labels), self.D(fake, labels)
-            d_loss = self.objective.d_loss(real_logits, fake_logits)
+            d_loss = self.objective.d_loss(real_logits, fake_logits, real, fake)
             out["loss/d"] = d_loss.detach()
-            for name, reg in self.d_regularizers.items():
-                if self.d_steps_done % reg.every == 0:
-                    penalty = reg(self.D, real, fake, labels)
-                    out[f"reg/{name}"] = penalty.detach()
-                    d_loss = d_loss + penalty * reg.every
+            d_loss = d_loss + self.regularize(real, fake, labels, out)
             self.optimizers["D"].zero_grad(set_to_none=True)
             d_loss.backward()
             self.optimizers["D"].step()
+            for constrain in self.d_constraints:
+                constrain(self.D)
             self.d_steps_done += 1
 
         # D's weights take no gradient from G's loss: skip computing it.
@@ -69,6 +68,17 @@ class GAN(Method):
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
         return out
+
+    def regularize(self, real, fake, labels, out: dict) -> torch.Tensor | float:
+        """The D regularizers due at this D step, each scaled by its interval (lazy regularization:
+        every k steps at k times the weight keeps the average strength; StyleGAN2 sec. 3.1)."""
+        total: torch.Tensor | float = 0.0
+        for name, reg in self.d_regularizers.items():
+            if self.d_steps_done % reg.every == 0:
+                penalty = reg(self.D, real, fake, labels)
+                out[f"reg/{name}"] = penalty.detach()
+                total = total + penalty * reg.every
+        return total
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
