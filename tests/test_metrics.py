@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -66,7 +67,7 @@ def test_metrics_skip_on_points_with_one_line():
     notes = []
     s = MetricSuite(OmegaConf.create({"fid": {"kind": "fid", "num_samples": 10}}), None,
                     OmegaConf.create({"name": "ring", "kind": "points"}), torch.device("cpu"), notes.append)
-    assert not s and len(notes) == 1 and "image data" in notes[0]
+    assert not s and len(notes) == 1 and "do not apply to data=ring" in notes[0]
 
 
 def test_inception_and_lpips_skip_with_what_to_install_when_unavailable():
@@ -86,3 +87,32 @@ def test_inception_and_lpips_skip_with_what_to_install_when_unavailable():
 def test_missing_weight_file_names_it():
     with pytest.raises(MetricUnavailable, match="nope.pt"):
         build_extractor("digits_lenet", "features", weights="/nope.pt")
+
+
+def test_mode_statistics_by_hand():
+    from genexp.metrics.modes import mode_statistics
+
+    modes = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    samples = torch.tensor([[0.1, 0.0], [0.0, 0.2], [10.0, 0.1], [6.0, 5.2], [0.0, 9.0]])
+    stats = mode_statistics(samples, modes, std=0.1, hq_sigmas=3.0)
+    # high quality: the first three (within 0.3); modes 0 and 1 captured; nearest modes 0,0,1,3,2
+    assert stats["captured"] == 2 and stats["hq_percent"] == pytest.approx(60.0)
+    p = torch.tensor([2, 1, 1, 1]) / 5
+    assert stats["reverse_kl"] == pytest.approx(float((p * (p * 4).log()).sum()))
+
+
+def test_mode_metric_on_the_ring():
+    from genexp.data.toy import RingDataset
+
+    ring = RingDataset(num_samples=20000)
+    cfg = OmegaConf.create({"name": "ring", "kind": "points"})
+    s = MetricSuite(OmegaConf.create({"modes": {"kind": "modes", "num_samples": 2500, "hq_sigmas": 3.0},
+                                      "fid": {"kind": "fid", "num_samples": 10}}), ring, cfg,
+                    torch.device("cpu"), print)
+    real = s.compute(from_data(ring), seed=0)
+    assert real["modes/captured@2.5k"] == 8
+    assert real["modes/hq_percent@2.5k"] == pytest.approx(100 * (1 - math.exp(-4.5)), abs=0.6)
+    assert real["modes/reverse_kl@2.5k"] < 0.01
+    collapsed = s.compute(lambda n, g: ring.modes[0] + 0.01 * torch.randn(n, 2, generator=g), seed=0)
+    assert collapsed["modes/captured@2.5k"] == 1
+    assert collapsed["modes/reverse_kl@2.5k"] == pytest.approx(math.log(8))

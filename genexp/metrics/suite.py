@@ -15,6 +15,9 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
+from genexp.metrics.modes import mode_statistics
+
+POINT_METRICS = ("modes",)
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -39,7 +42,12 @@ class MetricSuite:
         self.metrics: list[Metric] = []
         self.skipped: dict[str, str] = {}
         self._real_done = False
+        other_kind = []
         for name, cfg in (metrics_cfg or {}).items():
+            if cfg.get("kind", name) in POINT_METRICS and data_cfg.kind != "points" or \
+                    cfg.get("kind", name) not in POINT_METRICS and data_cfg.kind == "points":
+                other_kind.append(name)
+                continue
             try:
                 with warnings.catch_warnings():  # torchmetrics warns that KID / IS keep features: known
                     warnings.filterwarnings("ignore", message=".*will save all extracted features")
@@ -47,13 +55,21 @@ class MetricSuite:
             except MetricUnavailable as exc:
                 self.skipped[name] = str(exc)
                 note(f"metric {name} skipped: {exc}")
+        if other_kind:
+            reason = f"they do not apply to data={data_cfg.name} ({data_cfg.kind})"
+            self.skipped.update({name: reason for name in other_kind})
+            note(f"metrics {', '.join(other_kind)} skipped: {reason}")
 
     def _build(self, name: str, cfg, num_samples: int | None) -> Metric:
         kind = cfg.get("kind", name)
-        if self.data_cfg.kind != "image":
-            raise MetricUnavailable(f"it needs image data and data={self.data_cfg.name} is {self.data_cfg.kind}")
         n = int(num_samples or cfg.num_samples)
         n_real = min(n, len(self.dataset))
+        if kind == "modes":
+            if not hasattr(self.dataset, "modes"):
+                raise MetricUnavailable(f"data={self.data_cfg.name} does not say where its modes are")
+            protocol = {"num_fake": n, "hq_sigmas": float(cfg.hq_sigmas), "modes": len(self.dataset.modes),
+                        "std": float(self.dataset.std)}
+            return Metric(f"modes@{count_label(n)}", kind, None, n, protocol)
         if kind == "lpips":
             return self._build_lpips(cfg, n)
         if kind not in ("fid", "kid", "is"):
@@ -129,17 +145,21 @@ class MetricSuite:
     def _compute(self, sample_fn: SampleFn, seed: int) -> dict[str, float]:
         self._feed_real()
         for m in self.metrics:
-            m.metric.reset()
+            if m.metric is not None:
+                m.metric.reset()
         g = torch.Generator().manual_seed(seed)
         total = max(m.num_samples for m in self.metrics)
         lpips_pending: torch.Tensor | None = None
+        points: list[torch.Tensor] = []
         for start in range(0, total, self.batch_size):
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
             for m in self.metrics:
                 part = fake[: max(0, m.num_samples - start)]
                 if len(part) == 0:
                     continue
-                if m.kind == "lpips":
+                if m.kind == "modes":
+                    points.append(part.cpu())
+                elif m.kind == "lpips":
                     lpips_pending = part if lpips_pending is None else torch.cat([lpips_pending, part])
                     pairs = len(lpips_pending) // 2 * 2
                     if pairs:
@@ -152,6 +172,12 @@ class MetricSuite:
                     m.metric.update(part, real=False)
         results: dict[str, float] = {}
         for m in self.metrics:
+            if m.kind == "modes":
+                stats = mode_statistics(torch.cat(points)[: m.num_samples], self.dataset.modes, self.dataset.std,
+                                        m.protocol["hq_sigmas"])
+                at = m.key.split("@", 1)[1]
+                results.update({f"modes/{k}@{at}": float(stats[k]) for k in ("captured", "hq_percent", "reverse_kl")})
+                continue
             value = m.metric.compute()
             if isinstance(value, tuple):  # IS and KID: (mean, std)
                 results[m.key] = float(value[0])
