@@ -82,3 +82,11 @@ def test_mlp_on_points(data, loss):
 @pytest.mark.parametrize("norm", ["none", "layer", "spectral", "batch"])
 def test_discriminator_norms_train(norm):
     one_step(["model=dcgan", "loss=ns", *SMALL, f"model.discriminator.norm={norm}"])
+
+
+@pytest.mark.parametrize("loss", ["ns", "wgan_gp", "gan_qp"])
+@pytest.mark.parametrize("model, data", [("dcgan", "digits"), ("mlp", "ring")])
+def test_pacgan_packing_and_minibatch_std_train(model, data, loss):
+    extra = SMALL if model == "dcgan" else ["data.batch_size=32", "metrics=[]"]
+    one_step([f"model={model}", f"data={data}", f"loss={loss}", *extra, "model.method.pack=2",
+              "model.discriminator.mbstd_group=4"])

@@ -180,3 +180,26 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
     loaded = load_checkpoint(tmp_path / "r.pt")["rng"]
     set_rng_state(loaded)
     assert torch.equal(torch.get_rng_state(), state["torch"])
+
+
+def test_pack_samples_concatenates_consecutive_samples():
+    from genexp.models.layers import pack_samples
+
+    x = torch.arange(5 * 2 * 2 * 2, dtype=torch.float32).view(5, 2, 2, 2)
+    packed = pack_samples(x, 2)
+    assert packed.shape == (2, 4, 2, 2)  # the fifth sample is dropped
+    assert torch.equal(packed[1], torch.cat([x[2], x[3]]))
+    points = torch.arange(8.0).view(4, 2)
+    assert pack_samples(points, 4).tolist() == [[0, 1, 2, 3, 4, 5, 6, 7]]
+    assert pack_samples(points, 1) is points
+
+
+def test_minibatch_std_adds_the_group_spread():
+    from genexp.models.layers import MinibatchStd
+
+    same = torch.ones(8, 3, 4, 4)
+    out = MinibatchStd(4)(same)
+    assert out.shape == (8, 4, 4, 4) and out[:, 3].abs().max() < 1e-3  # identical samples: no spread
+    varied = torch.randn(8, 3, 4, 4) * 5
+    assert MinibatchStd(4)(varied)[:, 3].mean() > 1.0
+    assert MinibatchStd(4)(torch.randn(6, 5)).shape == (6, 6)  # groups shrink to divide the batch

@@ -11,12 +11,14 @@ from omegaconf import DictConfig
 
 from genexp.methods.base import Batch, Method
 from genexp.methods.ema import update_ema
+from genexp.models.layers import pack_samples
 
 
 class GAN(Method):
     def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
-                 ema_beta: float = 0.999, ema_start: int = 0):
+                 ema_beta: float = 0.999, ema_start: int = 0, pack: int = 1):
         super().__init__()
+        self.pack = int(pack)  # PacGAN: D judges `pack` samples at once (its input is widened to match)
         self.G = instantiate(model.generator)
         self.D = instantiate(model.discriminator)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -43,10 +45,12 @@ class GAN(Method):
             real, labels = next(batches)
             with torch.no_grad():
                 fake = self.G(self.latents(len(real), self.z_dim), labels)
-            real_logits, fake_logits = self.D(real, labels), self.D(fake, labels)
-            d_loss = self.objective.d_loss(real_logits, fake_logits, real, fake)
+            real_p, fake_p = pack_samples(real, self.pack), pack_samples(fake, self.pack)
+            d_labels = labels if self.pack == 1 else None  # a packed input has no single label
+            real_logits, fake_logits = self.D(real_p, d_labels), self.D(fake_p, d_labels)
+            d_loss = self.objective.d_loss(real_logits, fake_logits, real_p, fake_p)
             out["loss/d"] = d_loss.detach()
-            d_loss = d_loss + self.regularize(real, fake, labels, out)
+            d_loss = d_loss + self.regularize(real_p, fake_p, d_labels, out)
             self.optimizers["D"].zero_grad(set_to_none=True)
             d_loss.backward()
             self.optimizers["D"].step()
@@ -56,8 +60,9 @@ class GAN(Method):
 
         # D's weights take no gradient from G's loss: skip computing it.
         self.D.requires_grad_(False)
-        fake_logits = self.D(self.G(self.latents(len(real), self.z_dim), labels), labels)
-        real_for_g = self.D(real, labels).detach() if self.objective.g_needs_real else None
+        fake = self.G(self.latents(len(real), self.z_dim), labels)
+        fake_logits = self.D(pack_samples(fake, self.pack), d_labels)
+        real_for_g = self.D(real_p, d_labels).detach() if self.objective.g_needs_real else None
         g_loss = self.objective.g_loss(fake_logits, real_for_g)
         self.optimizers["G"].zero_grad(set_to_none=True)
         g_loss.backward()

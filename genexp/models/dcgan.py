@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from genexp.errors import UserError
+from genexp.models.layers import MinibatchStd
 
 
 def doublings(resolution: int) -> int:
@@ -59,17 +60,19 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 class Discriminator(nn.Module):
     def __init__(self, resolution: int = 32, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "none"):
+                 max_channels: int = 512, norm: str = "none", pack: int = 1, mbstd_group: int = 0):
         super().__init__()
         self.resolution, self.channels = resolution, channels
         w = list(reversed(widths(resolution, base_channels, max_channels)))
         wrap = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
         # No norm on the first layer: it would normalise the input images (DCGAN sec. 3).
-        layers: list[nn.Module] = [wrap(nn.Conv2d(channels, w[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [wrap(nn.Conv2d(channels * pack, w[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
         for c_in, c_out in zip(w, w[1:]):
             layers += [wrap(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none" or norm == "spectral")),
                        norm_layer(norm, c_out), nn.LeakyReLU(0.2, inplace=True)]
-        layers += [wrap(nn.Conv2d(w[-1], 1, 4, 1, 0))]
+        if mbstd_group:
+            layers.append(MinibatchStd(mbstd_group))
+        layers += [wrap(nn.Conv2d(w[-1] + (1 if mbstd_group else 0), 1, 4, 1, 0))]
         self.net = nn.Sequential(*layers)
         init_dcgan(self)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genexp.models.layers import MinibatchStd
+
 
 def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module]) -> nn.Sequential:
     dims = [d_in] + [hidden] * layers
@@ -26,9 +28,12 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, in_dim: int = 2, hidden: int = 256, layers: int = 3):
+    def __init__(self, in_dim: int = 2, hidden: int = 256, layers: int = 3, pack: int = 1, mbstd_group: int = 0):
         super().__init__()
-        self.net = mlp(in_dim, hidden, layers, 1, lambda: nn.LeakyReLU(0.2))
+        body = mlp(in_dim * pack, hidden, layers, 1, lambda: nn.LeakyReLU(0.2))
+        # Minibatch std goes in before the output layer: the last hidden features gain one column.
+        self.body, self.head = body[:-1], nn.Linear(hidden + (1 if mbstd_group else 0), 1)
+        self.mbstd = MinibatchStd(mbstd_group) if mbstd_group else nn.Identity()
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).view(len(x))
+        return self.head(self.mbstd(self.body(x))).view(len(x))
