@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from .conftest import TINY
 
@@ -96,3 +97,29 @@ def test_eval_on_data_of_another_resolution(run, tmp_path):
     line = one_error_line(run("eval", f"ckpt={out / 'checkpoints/last.pt'}", "data=digits", "data.resolution=32",
                               f"hydra.run.dir={tmp_path / 'e'}"))
     assert "data.resolution=16" in line
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["model.num_classes=10", "data=images", "data.path=/x.zip"], "needs labelled data"),
+    (["model.num_classes=${data.num_classes}", "model.method.pack=2"], "packed samples have no single label"),
+])
+def test_conditional_mistakes(run, args, expect):
+    assert expect in one_error_line(run("train", *args))
+
+
+def test_class_of_an_unconditional_model(run, tmp_path):
+    out = tmp_path / "r"
+    assert run("train", *TINY, "metrics=[]", f"hydra.run.dir={out}").code == 0
+    line = one_error_line(run("sample", f"ckpt={out / 'checkpoints/last.pt'}", "class=3",
+                              f"hydra.run.dir={tmp_path / 's'}"))
+    assert "unconditional" in line
+
+
+def test_class_out_of_range(run, tmp_path):
+    out = tmp_path / "r"
+    assert run("train", *TINY, "metrics=[]", "experiment=digits_cgan", f"hydra.run.dir={out}").code == 0
+    res = run("sample", f"ckpt={out / 'checkpoints/last.pt'}", "class=4", "n=5", f"hydra.run.dir={tmp_path / 's'}")
+    assert res.code == 0, res
+    assert torch.load(tmp_path / "s/samples.pt", weights_only=True)["labels"].tolist() == [4] * 5
+    assert "classes 0..9" in one_error_line(run("sample", f"ckpt={out / 'checkpoints/last.pt'}", "class=12",
+                                                f"hydra.run.dir={tmp_path / 's2'}"))

@@ -90,3 +90,22 @@ def test_pacgan_packing_and_minibatch_std_train(model, data, loss):
     extra = SMALL if model == "dcgan" else ["data.batch_size=32", "metrics=[]"]
     one_step([f"model={model}", f"data={data}", f"loss={loss}", *extra, "model.method.pack=2",
               "model.discriminator.mbstd_group=4"])
+
+
+@pytest.mark.parametrize("loss", ["ns", "wgan_gp", "rasgan"])
+@pytest.mark.parametrize("model, data", [("dcgan", "digits"), ("mlp", "ring")])
+def test_conditional_gan_trains_and_uses_its_labels(model, data, loss):
+    extra = SMALL if model == "dcgan" else ["data.batch_size=32", "metrics=[]"]
+    overrides = [f"model={model}", f"data={data}", f"loss={loss}", *extra, "model.num_classes=${data.num_classes}"]
+    one_step(overrides)
+    cfg = compose("train", overrides)
+    torch.manual_seed(0)
+    method = build_method(cfg, torch.device("cpu"))
+    z = torch.randn(4, method.z_dim)
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    assert not torch.allclose(method.G(z, zeros), method.G(z, ones))
+    x = method.G(z, zeros).detach()
+    with torch.no_grad():  # the projection term starts small but is not zero
+        assert not torch.equal(method.D(x, zeros), method.D(x, ones))
+    assert method.num_classes == cfg.data.num_classes
+    assert method.sample(3, labels=torch.tensor([2, 2, 2])).shape[0] == 3

@@ -176,7 +176,7 @@ def test_lazy_regularizer_runs_on_its_interval_and_is_scaled_by_it():
         value = method.regularize(real, fake, None, out)
         due.append("reg/r1" in out)
         if due[-1]:
-            assert float(value) == pytest.approx(4 * raw.item(), rel=1e-5)
+            assert value.item() == pytest.approx(4 * raw.item(), rel=1e-5)
         else:
             assert value == 0.0
     assert due == [True, False, False, False, True, False, False, False]

@@ -17,8 +17,9 @@ def run(cfg: DictConfig) -> None:
     if int(cfg.n) < 1:
         raise UserError(f"n={cfg.n}: ask for at least one sample")
     method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device))
+    labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
     g = torch.Generator().manual_seed(int(cfg.seed))
-    samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema))
+    samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels)
     out = run_dir()
     points = samples.dim() == 2
     reference = None
@@ -28,6 +29,20 @@ def run(cfg: DictConfig) -> None:
         reference = build_dataset(train_cfg.data).x[:2500]
     save_png(picture(samples, reference, cfg.get("nrow")), out / "samples.png")
     tensor_path = out / ("points.pt" if points else "samples.pt")
-    torch.save({"samples": samples, "seed": int(cfg.seed), "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])},
-               tensor_path)
+    record = {"samples": samples, "seed": int(cfg.seed), "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}
+    if labels is not None or method.num_classes:
+        record["labels"] = labels if labels is not None else torch.arange(len(samples)) % method.num_classes
+    torch.save(record, tensor_path)
     console.info(f"wrote {out / 'samples.png'} and {tensor_path} ({len(samples)} samples, step {ckpt['step']})")
+
+
+def class_labels(wanted, n: int, num_classes: int) -> torch.Tensor | None:
+    """``class=k``: every sample of class k. Only a conditional model can be asked for a class."""
+    if wanted is None:
+        return None
+    if not num_classes:
+        raise UserError(f"class={wanted}: this checkpoint's model is unconditional; train a conditional one with "
+                        "model.num_classes=<classes> to sample by class")
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 <= wanted < num_classes:
+        raise UserError(f"class={wanted}: the model knows classes 0..{num_classes - 1}")
+    return torch.full((n,), wanted, dtype=torch.long)

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from genexp.commands.common import run_dir, task_overrides
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
+from genexp.errors import UserError
 from genexp.logger import Console, RunLogger
 from genexp.methods import build_method
 from genexp.metrics.suite import MetricSuite
@@ -23,6 +24,10 @@ def run(cfg: DictConfig) -> float | None:
     ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
 
     dataset = build_dataset(cfg.data)
+    classes = int(cfg.model.get("num_classes", 0) or 0)
+    if classes and getattr(dataset, "num_classes", 0) != classes:
+        raise UserError(f"model.num_classes={classes} but the data at hand has {getattr(dataset, 'num_classes', 0)} "
+                        "labelled classes (an image folder takes its labels from dataset.json)")
     loader = InfiniteLoader(dataset, int(cfg.data.batch_size), int(cfg.trainer.seed), device,
                             int(cfg.data.get("num_workers", 0)))
     method = build_method(cfg, device)

@@ -56,6 +56,15 @@ def check_train(cfg: DictConfig) -> None:
     else:
         if model.dim != data.dim:
             raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
+    classes = int(model.get("num_classes", 0) or 0)
+    if classes:
+        if int(data.get("num_classes", 0) or 0) != classes:
+            raise UserError(f"model.num_classes={classes} but data={data.name} has {data.get('num_classes', 0)} "
+                            f"classes: a conditional model needs labelled data with as many classes "
+                            f"(model.num_classes=${{data.num_classes}})")
+        if int(OmegaConf.select(model, "method.pack", default=1) or 1) > 1:
+            raise UserError("model.method.pack > 1 with a conditional model: packed samples have no single label; "
+                            "use one of the two")
     d_norm = OmegaConf.select(model, "discriminator.norm", default=None)
     if loss.get("d_regularizers") and d_norm == "batch":
         names = ", ".join(loss.d_regularizers)

@@ -24,9 +24,14 @@ class Method(nn.Module):
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # Classes a conditional model generates (0: unconditional).
+    num_classes = 0
+
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True) -> torch.Tensor:
-        """n samples on the CPU: images in [-1, 1] (N, C, H, W) or points (N, D)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """n samples on the CPU: images in [-1, 1] (N, C, H, W) or points (N, D); ``labels`` picks
+        the classes of a conditional model."""
         raise NotImplementedError
 
     def state_dict_all(self) -> dict:

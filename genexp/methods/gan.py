@@ -23,6 +23,7 @@ class GAN(Method):
         self.D = instantiate(model.discriminator)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.z_dim = int(self.G.z_dim)
+        self.num_classes = int(getattr(self.G, "num_classes", 0))
         self.objective = instantiate(loss.objective)
         self.d_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("d_regularizers") or {}).items()}
         self.d_constraints = [instantiate(cfg) for cfg in (loss.get("d_constraints") or {}).values()]
@@ -87,13 +88,18 @@ class GAN(Method):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """A conditional G draws ``labels`` (default: the classes in turn, 0, 1, ..., K-1, 0, ...)."""
         G = self.G_ema if ema else self.G
+        device = next(self.parameters()).device
+        if self.num_classes and labels is None:
+            labels = torch.arange(n) % self.num_classes
         was_training = G.training
         G.eval()
         chunks = []
         for start in range(0, n, batch_size):
             z = self.latents(min(batch_size, n - start), self.z_dim, generator)
-            chunks.append(G(z).float().cpu())
+            y = labels[start:start + len(z)].to(device) if labels is not None else None
+            chunks.append(G(z, y).float().cpu())
         G.train(was_training)
         return torch.cat(chunks)[:n] if chunks else torch.empty(0)

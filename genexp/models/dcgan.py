@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from genexp.errors import UserError
-from genexp.models.layers import MinibatchStd
+from genexp.models.layers import MinibatchStd, Projection, with_one_hot
 
 
 def doublings(resolution: int) -> int:
@@ -31,11 +31,11 @@ def widths(resolution: int, base: int, cap: int) -> list[int]:
 
 class Generator(nn.Module):
     def __init__(self, z_dim: int = 64, resolution: int = 32, channels: int = 3,
-                 base_channels: int = 64, max_channels: int = 512):
+                 base_channels: int = 64, max_channels: int = 512, num_classes: int = 0):
         super().__init__()
-        self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        self.z_dim, self.resolution, self.channels, self.num_classes = z_dim, resolution, channels, num_classes
         w = widths(resolution, base_channels, max_channels)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, w[0], 4, 1, 0, bias=False),
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim + num_classes, w[0], 4, 1, 0, bias=False),
                                    nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True)]
         for c_in, c_out in zip(w, w[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
@@ -45,7 +45,8 @@ class Generator(nn.Module):
         init_dcgan(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z.view(len(z), self.z_dim, 1, 1))
+        z = with_one_hot(z, labels, self.num_classes)
+        return self.net(z.view(len(z), z.shape[1], 1, 1))
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -60,7 +61,8 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 class Discriminator(nn.Module):
     def __init__(self, resolution: int = 32, channels: int = 3, base_channels: int = 64,
-                 max_channels: int = 512, norm: str = "none", pack: int = 1, mbstd_group: int = 0):
+                 max_channels: int = 512, norm: str = "none", pack: int = 1, mbstd_group: int = 0,
+                 num_classes: int = 0):
         super().__init__()
         self.resolution, self.channels = resolution, channels
         w = list(reversed(widths(resolution, base_channels, max_channels)))
@@ -72,12 +74,18 @@ class Discriminator(nn.Module):
                        norm_layer(norm, c_out), nn.LeakyReLU(0.2, inplace=True)]
         if mbstd_group:
             layers.append(MinibatchStd(mbstd_group))
-        layers += [wrap(nn.Conv2d(w[-1] + (1 if mbstd_group else 0), 1, 4, 1, 0))]
-        self.net = nn.Sequential(*layers)
+        features = w[-1] + (1 if mbstd_group else 0)
+        self.body = nn.Sequential(*layers)
+        self.head = wrap(nn.Conv2d(features, 1, 4, 1, 0))
+        self.projection = Projection(num_classes, features) if num_classes else None
         init_dcgan(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).view(len(x))
+        h = self.body(x)
+        logit = self.head(h).view(len(x))
+        if self.projection is not None:
+            logit = logit + self.projection(h.sum((2, 3)), labels)
+        return logit
 
 
 def init_dcgan(module: nn.Module) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,3 +35,27 @@ def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
         return x
     n = len(x) - len(x) % pack
     return x[:n].reshape(n // pack, pack * x.shape[1], *x.shape[2:])
+
+
+class Projection(nn.Module):
+    """The class term of a projection discriminator (Miyato & Koyama 2018): <embed(y), phi(x)>."""
+
+    def __init__(self, num_classes: int, features: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a conditional discriminator needs labels")
+        return (self.embed(labels) * features).sum(1)
+
+
+def with_one_hot(z: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """cGAN conditioning of G (Mirza & Osindero 2014): the one-hot label joins the latent."""
+    if not num_classes:
+        return z
+    if labels is None:
+        raise ValueError("a conditional generator needs labels")
+    return torch.cat([z, F.one_hot(labels, num_classes).to(z.dtype)], 1)
+

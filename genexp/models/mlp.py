@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genexp.models.layers import MinibatchStd
+from genexp.models.layers import MinibatchStd, Projection, with_one_hot
 
 
 def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module]) -> nn.Sequential:
@@ -18,22 +18,27 @@ def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module]) -
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int = 2, out_dim: int = 2, hidden: int = 256, layers: int = 3):
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, hidden: int = 256, layers: int = 3, num_classes: int = 0):
         super().__init__()
-        self.z_dim, self.out_dim = z_dim, out_dim
-        self.net = mlp(z_dim, hidden, layers, out_dim, nn.ReLU)
+        self.z_dim, self.out_dim, self.num_classes = z_dim, out_dim, num_classes
+        self.net = mlp(z_dim + num_classes, hidden, layers, out_dim, nn.ReLU)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z)
+        return self.net(with_one_hot(z, labels, self.num_classes))
 
 
 class Discriminator(nn.Module):
-    def __init__(self, in_dim: int = 2, hidden: int = 256, layers: int = 3, pack: int = 1, mbstd_group: int = 0):
+    def __init__(self, in_dim: int = 2, hidden: int = 256, layers: int = 3, pack: int = 1, mbstd_group: int = 0,
+                 num_classes: int = 0):
         super().__init__()
         body = mlp(in_dim * pack, hidden, layers, 1, lambda: nn.LeakyReLU(0.2))
+        features = hidden + (1 if mbstd_group else 0)
         # Minibatch std goes in before the output layer: the last hidden features gain one column.
-        self.body, self.head = body[:-1], nn.Linear(hidden + (1 if mbstd_group else 0), 1)
+        self.body, self.head = body[:-1], nn.Linear(features, 1)
         self.mbstd = MinibatchStd(mbstd_group) if mbstd_group else nn.Identity()
+        self.projection = Projection(num_classes, features) if num_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.mbstd(self.body(x))).view(len(x))
+        h = self.mbstd(self.body(x))
+        logit = self.head(h).view(len(x))
+        return logit if self.projection is None else logit + self.projection(h, labels)

@@ -83,7 +83,7 @@ class Trainer:
         g = torch.Generator().manual_seed(int(self.cfg.seed))
         samples = self.method.sample(int(self.cfg.grid_samples), generator=g)
         self.method.train()
-        image = picture(samples, self.reference)
+        image = picture(samples, self.reference, nrow=self.method.num_classes or None)  # a column per class
         save_png(image, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         self.logger.image(self.step, "samples", image)
 
