@@ -102,6 +102,7 @@ def test_eval_on_data_of_another_resolution(run, tmp_path):
 @pytest.mark.parametrize("args, expect", [
     (["model.num_classes=10", "data=images", "data.path=/x.zip"], "needs labelled data"),
     (["model.num_classes=${data.num_classes}", "model.method.pack=2"], "packed samples have no single label"),
+    (["model.method.augment=[color,flip]"], "unknown augmentation 'flip'"),
 ])
 def test_conditional_mistakes(run, args, expect):
     assert expect in one_error_line(run("train", *args))

@@ -109,3 +109,8 @@ def test_conditional_gan_trains_and_uses_its_labels(model, data, loss):
         assert not torch.equal(method.D(x, zeros), method.D(x, ones))
     assert method.num_classes == cfg.data.num_classes
     assert method.sample(3, labels=torch.tensor([2, 2, 2])).shape[0] == 3
+
+
+@pytest.mark.parametrize("loss", ["ns", "wgan_gp"])
+def test_diffaugment_trains(loss):
+    one_step(["model=dcgan", "data=digits", f"loss={loss}", *SMALL, "model.method.augment=[color,translation,cutout]"])

@@ -203,3 +203,38 @@ def test_minibatch_std_adds_the_group_spread():
     varied = torch.randn(8, 3, 4, 4) * 5
     assert MinibatchStd(4)(varied)[:, 3].mean() > 1.0
     assert MinibatchStd(4)(torch.randn(6, 5)).shape == (6, 6)  # groups shrink to divide the batch
+
+
+def test_diffaugment_translation_moves_pixels_and_fills_zeros():
+    from genexp.methods import augment as A
+
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0
+    out = A.translation(x)
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), torch.ones(64))  # the pixel moved, kept
+    where = out[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 16 - 8, where % 16 - 8
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2 and (dy != 0).any() and (dx != 0).any()
+    ones = A.translation(torch.ones(64, 1, 16, 16))
+    assert ((ones == 0) | (ones == 1)).all() and (ones == 0).any()  # zero fill at the borders
+
+
+def test_diffaugment_cutout_zeroes_one_square():
+    from genexp.methods import augment as A
+
+    torch.manual_seed(0)
+    out = A.cutout(torch.ones(32, 3, 16, 16))
+    zeros = (out == 0).all(1).flatten(1).sum(1)
+    assert (zeros <= 64).all() and (zeros >= 16).all()  # an 8x8 square, cut by the border at most to a quarter
+
+
+def test_diffaugment_is_differentiable_and_policies_parse():
+    from genexp.methods import augment as A
+
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    A.augment(x, A.parse_policy("color,translation,cutout")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        A.parse_policy("color,flip")
+    assert A.parse_policy("") == [] and len(A.parse_policy(["color", "cutout"])) == 2

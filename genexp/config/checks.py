@@ -56,6 +56,18 @@ def check_train(cfg: DictConfig) -> None:
     else:
         if model.dim != data.dim:
             raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
+    policy = OmegaConf.select(model, "method.augment", default=None)
+    policy = OmegaConf.to_container(policy) if OmegaConf.is_list(policy) else policy
+    if policy:
+        from genexp.methods.augment import parse_policy
+
+        if data.kind != "image":
+            raise UserError(f"model.method.augment={policy}: augmentations work on images and data={data.name} is "
+                            f"{data.kind}")
+        try:
+            parse_policy(policy)
+        except ValueError as exc:
+            raise UserError(f"model.method.augment={policy}: {exc}") from None
     classes = int(model.get("num_classes", 0) or 0)
     if classes:
         if int(data.get("num_classes", 0) or 0) != classes:

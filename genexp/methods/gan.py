@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
 from genexp.methods.ema import update_ema
 from genexp.models.layers import pack_samples
@@ -16,8 +17,9 @@ from genexp.models.layers import pack_samples
 
 class GAN(Method):
     def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
-                 ema_beta: float = 0.999, ema_start: int = 0, pack: int = 1):
+                 ema_beta: float = 0.999, ema_start: int = 0, pack: int = 1, augment=()):
         super().__init__()
+        self.augment = parse_policy(augment)  # DiffAugment on everything D sees
         self.pack = int(pack)  # PacGAN: D judges `pack` samples at once (its input is widened to match)
         self.G = instantiate(model.generator)
         self.D = instantiate(model.discriminator)
@@ -46,7 +48,7 @@ class GAN(Method):
             real, labels = next(batches)
             with torch.no_grad():
                 fake = self.G(self.latents(len(real), self.z_dim), labels)
-            real_p, fake_p = pack_samples(real, self.pack), pack_samples(fake, self.pack)
+            real_p, fake_p = self.d_input(real), self.d_input(fake)
             d_labels = labels if self.pack == 1 else None  # a packed input has no single label
             real_logits, fake_logits = self.D(real_p, d_labels), self.D(fake_p, d_labels)
             d_loss = self.objective.d_loss(real_logits, fake_logits, real_p, fake_p)
@@ -62,7 +64,7 @@ class GAN(Method):
         # D's weights take no gradient from G's loss: skip computing it.
         self.D.requires_grad_(False)
         fake = self.G(self.latents(len(real), self.z_dim), labels)
-        fake_logits = self.D(pack_samples(fake, self.pack), d_labels)
+        fake_logits = self.D(self.d_input(fake), d_labels)
         real_for_g = self.D(real_p, d_labels).detach() if self.objective.g_needs_real else None
         g_loss = self.objective.g_loss(fake_logits, real_for_g)
         self.optimizers["G"].zero_grad(set_to_none=True)
@@ -74,6 +76,10 @@ class GAN(Method):
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
         return out
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D judges: augmented (DiffAugment), then packed (PacGAN)."""
+        return pack_samples(augment(x, self.augment), self.pack)
 
     def regularize(self, real, fake, labels, out: dict) -> torch.Tensor | float:
         """The D regularizers due at this D step, each scaled by its interval (lazy regularization:
