@@ -24,9 +24,10 @@ SMALL = ["model.generator.base_channels=8", "model.discriminator.base_channels=8
 
 
 def data_overrides(name: str, tmp_path) -> list[str]:
-    if name in ("mnist", "fashion_mnist"):
+    if name in ("mnist", "fashion_mnist", "stacked_mnist"):
         write_split(tmp_path / name, n=6)
-        return [f"data={name}", f"data.root={tmp_path / name}", "data.download=false", "data.resolution=16"]
+        extra = ["data.num_samples=32"] if name == "stacked_mnist" else []
+        return [f"data={name}", f"data.root={tmp_path / name}", "data.download=false", "data.resolution=16", *extra]
     if name == "cifar10":
         write_cifar(tmp_path / "cifar")
         return ["data=cifar10", f"data.root={tmp_path / 'cifar'}", "data.resolution=8"]
@@ -63,7 +64,8 @@ def one_step(overrides: list[str]) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("data", ["digits", "digits32", "mnist", "fashion_mnist", "cifar10", "images", "images_zip"])
+@pytest.mark.parametrize("data", ["digits", "digits32", "mnist", "fashion_mnist", "stacked_mnist", "cifar10", "images",
+                                  "images_zip"])
 def test_dcgan_on_images(data, loss, tmp_path):
     result = one_step(["model=dcgan", f"loss={loss}", *SMALL, *data_overrides(data, tmp_path)])
     assert result["sample"].dim() == 4 and result["sample"].abs().max() <= 1

@@ -10,7 +10,7 @@ from genexp.config.prepare import sweep_variants
 
 from .conftest import CONF, compose
 
-IMAGE_DATA = ["digits", "mnist", "fashion_mnist", "cifar10", "images", "ffhq"]
+IMAGE_DATA = ["digits", "mnist", "fashion_mnist", "stacked_mnist", "cifar10", "images", "ffhq"]
 POINT_DATA = ["ring", "grid"]
 
 

@@ -30,6 +30,9 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i):
         return self.x[i], self.y[i]
 
+    def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
 
 def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""

@@ -2,8 +2,8 @@
 
 Epoch e visits the data in the order randperm(N) under seed (seed, e), so a resumed
 run needs only (epoch, index) to continue with the very batches an uninterrupted run
-would have seen. In-memory data is sliced directly; other datasets go through a
-DataLoader (workers) over the same order.
+would have seen. Datasets with ``get_batch(indices)`` (in memory) are gathered directly;
+others go through a DataLoader (workers) over the same order.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from genexp.data.base import ArrayDataset
 from genexp.errors import UserError
 
 
@@ -49,9 +48,9 @@ class InfiniteLoader:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.index >= self.batches_per_epoch:
             self.epoch, self.index, self._order, self._workers = self.epoch + 1, 0, None, None
-        if isinstance(self.dataset, ArrayDataset):
+        if hasattr(self.dataset, "get_batch"):  # in memory: one gather per batch, no collate
             idx = self.order()[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-            x, y = self.dataset.x[idx], self.dataset.y[idx]
+            x, y = self.dataset.get_batch(idx)
         else:
             x, y = next(self._worker_stream())
         self.index += 1

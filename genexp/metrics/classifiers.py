@@ -1,7 +1,7 @@
 """genexp's own small classifiers: feature extractors for data where Inception means little.
 
 They take images in [-1, 1] at any resolution and channel count, and see them as
-16x16 gray, the size they were trained at. ``features`` is the penultimate layer
+gray at the size they were trained at (16x16 digits, 28x28 MNIST). ``features`` is the penultimate layer
 (for FID / KID), ``logits`` the class scores (for IS).
 """
 
@@ -12,17 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class DigitsLeNet(nn.Module):
+class SmallClassifier(nn.Module):
+    """Gray images at ``input_resolution`` -> ``num_features`` -> class logits."""
+
     input_resolution = 16
     num_features = 128
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, body: nn.Sequential, num_classes: int = 10):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 4 * 4, self.num_features), nn.ReLU(),
-        )
+        self.body = body
         self.head = nn.Linear(self.num_features, num_classes)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,3 +37,30 @@ class DigitsLeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class DigitsLeNet(SmallClassifier):
+    """For the 8x8 scikit-learn digits seen at 16x16."""
+
+    input_resolution = 16
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, self.num_features), nn.ReLU(),
+        ), num_classes)
+
+
+class MnistLeNet(SmallClassifier):
+    """For MNIST-like 28x28 digits (also each channel of Stacked MNIST)."""
+
+    input_resolution = 28
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 3
+            nn.Flatten(), nn.Linear(64 * 3 * 3, self.num_features), nn.ReLU(),
+        ), num_classes)

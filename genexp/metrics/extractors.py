@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from genexp.data.base import unit_to_uint8
-from genexp.metrics.classifiers import DigitsLeNet
+from genexp.metrics.classifiers import DigitsLeNet, MnistLeNet, SmallClassifier
 
 # Which of genexp's own classifiers serves which dataset when extractor=auto.
-OWN_CLASSIFIERS = {"digits": "digits_lenet"}
+OWN_CLASSIFIERS = {"digits": "digits_lenet", "mnist": "mnist_lenet"}
+NETS = {"digits_lenet": (DigitsLeNet, "python scripts/train_digits_classifier.py"),
+        "mnist_lenet": (MnistLeNet, "python scripts/train_mnist_classifier.py --root <mnist idx dir>")}
 
 
 class MetricUnavailable(Exception):
@@ -27,7 +29,7 @@ class MetricUnavailable(Exception):
 
 
 class ClassifierFeatures(nn.Module):
-    def __init__(self, net: DigitsLeNet, output: str):
+    def __init__(self, net: SmallClassifier, output: str):
         super().__init__()
         self.net, self.output = net.eval(), output
         self.num_features = net.num_features if output == "features" else net.head.out_features
@@ -53,17 +55,18 @@ def resolve_name(name: str, data_name: str | None) -> str:
 
 def build_extractor(name: str, output: str, weights: str | None = None) -> tuple[nn.Module, dict]:
     """(module, identity) where identity = {name, hash, ...} for the metric key and the JSON."""
-    if name == "digits_lenet":
-        path = Path(weights) if weights else asset_path("digits_lenet.pt")
+    if name in NETS:
+        cls, command = NETS[name]
+        path = Path(weights) if weights else asset_path(f"{name}.pt")
         if not path.is_file():
-            raise MetricUnavailable(f"the digits classifier weights are missing at {path}: "
-                                    "run python scripts/train_digits_classifier.py")
-        net = DigitsLeNet()
+            raise MetricUnavailable(f"the {name} weights are missing at {path}: run {command}")
+        net = cls()
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return ClassifierFeatures(net, output), {"name": name, "sha256": short_hash(path), "input": "16px gray"}
+        ident = {"name": name, "sha256": short_hash(path), "input": f"{cls.input_resolution}px gray"}
+        return ClassifierFeatures(net, output), ident
     if name == "inception":
         return build_inception(output, weights)
-    raise MetricUnavailable(f"unknown extractor '{name}': use auto, digits_lenet or inception")
+    raise MetricUnavailable(f"unknown extractor '{name}': use auto, {', '.join(NETS)} or inception")
 
 
 def build_inception(output: str, weights: str | None) -> tuple[nn.Module, dict]:

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
-from genexp.metrics.modes import mode_statistics
+from genexp.metrics.modes import mode_statistics, stacked_mode_statistics
 
 POINT_METRICS = ("modes",)
 
@@ -70,6 +70,13 @@ class MetricSuite:
             protocol = {"num_fake": n, "hq_sigmas": float(cfg.hq_sigmas), "modes": len(self.dataset.modes),
                         "std": float(self.dataset.std)}
             return Metric(f"modes@{count_label(n)}", kind, None, n, protocol)
+        if kind == "stacked_modes":
+            if not getattr(self.dataset, "stacked", False):
+                raise MetricUnavailable(f"it counts the digits of Stacked MNIST channels; data={self.data_cfg.name} "
+                                        "is not data=stacked_mnist")
+            net, ident = build_extractor("mnist_lenet", "logits", cfg.get("weights"))
+            return Metric(f"stacked@{count_label(n)}", kind, net.to(self.device), n,
+                          {"num_fake": n, "classifier": ident, "modes": 1000})
         if kind == "lpips":
             return self._build_lpips(cfg, n)
         if kind not in ("fid", "kid", "is"):
@@ -145,12 +152,13 @@ class MetricSuite:
     def _compute(self, sample_fn: SampleFn, seed: int) -> dict[str, float]:
         self._feed_real()
         for m in self.metrics:
-            if m.metric is not None:
+            if hasattr(m.metric, "reset"):  # torchmetrics state; the classifier-only metrics keep none
                 m.metric.reset()
         g = torch.Generator().manual_seed(seed)
         total = max(m.num_samples for m in self.metrics)
         lpips_pending: torch.Tensor | None = None
         points: list[torch.Tensor] = []
+        stacked: list[torch.Tensor] = []
         for start in range(0, total, self.batch_size):
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
             for m in self.metrics:
@@ -159,6 +167,9 @@ class MetricSuite:
                     continue
                 if m.kind == "modes":
                     points.append(part.cpu())
+                elif m.kind == "stacked_modes":  # each channel is a digit: mode = 100 a + 10 b + c
+                    digits = m.metric(part.reshape(-1, 1, *part.shape[2:])).argmax(1).view(len(part), 3)
+                    stacked.append((digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1).cpu())
                 elif m.kind == "lpips":
                     lpips_pending = part if lpips_pending is None else torch.cat([lpips_pending, part])
                     pairs = len(lpips_pending) // 2 * 2
@@ -172,6 +183,11 @@ class MetricSuite:
                     m.metric.update(part, real=False)
         results: dict[str, float] = {}
         for m in self.metrics:
+            if m.kind == "stacked_modes":
+                stats = stacked_mode_statistics(torch.cat(stacked)[: m.num_samples])
+                at = m.key.split("@", 1)[1]
+                results.update({f"stacked/modes@{at}": float(stats["modes"]), f"stacked/kl@{at}": stats["kl"]})
+                continue
             if m.kind == "modes":
                 stats = mode_statistics(torch.cat(points)[: m.num_samples], self.dataset.modes, self.dataset.std,
                                         m.protocol["hq_sigmas"])
