@@ -21,19 +21,13 @@ def test_demo_default_learns_digits(run, tmp_path):
     assert last["fid/digits_lenet@2k"] < 150.0
 
 
-def test_ring_mlp_spreads_over_several_modes(run, tmp_path):
-    import torch
-
-    from genexp.data.toy import RingDataset
-
+def test_ring_gan_covers_the_modes(run, tmp_path):
+    """CI-sized mode-collapse check: experiment=ring_mlp (measured 8.0 +- 0.0 modes over 5 seeds at
+    3,000 steps, docs/modes.md); assert only what is stable."""
     out = tmp_path / "ring"
     res = run("train", "experiment=ring_mlp", "logger=none", "trainer.progress=plain", f"hydra.run.dir={out}",
               timeout=1200)
     assert res.code == 0, res
-    res = run("sample", f"ckpt={out / 'checkpoints/last.pt'}", "n=2500", f"hydra.run.dir={tmp_path / 's'}")
-    assert res.code == 0, res
-    points = torch.load(tmp_path / "s/points.pt", weights_only=True)["samples"]
-    modes = RingDataset(num_samples=10).modes
-    dist, nearest = torch.cdist(points, modes).min(1)
-    covered = {int(m) for m in nearest[dist < 0.1]}  # 10 std of the ring's modes
-    assert len(covered) >= 3  # a plain GAN need not cover all 8 (issue 3 measures coverage properly)
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["modes/captured@2.5k"] >= 6
+    assert last["modes/hq_percent@2.5k"] > 50
