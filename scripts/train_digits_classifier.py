@@ -10,8 +10,6 @@ accuracy on the held-out 25% is printed and stored beside the weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from genexp.data.digits import DigitsDataset
-from genexp.metrics.classifiers import DigitsLeNet
+from genexp.metrics.classifiers import DigitsLeNet, save_classifier
 
 ASSETS = Path(__file__).resolve().parents[1] / "genexp" / "assets"
 
@@ -65,13 +63,9 @@ def main() -> None:
     with torch.no_grad():
         acc = (net(x_te).argmax(1) == y_te).float().mean().item()
         acc32 = (net(DigitsDataset(resolution=32).x[test_idx]).argmax(1) == y_te).float().mean().item()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.clone() for k, v in net.state_dict().items()}, args.out)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    info = {"held_out_accuracy": round(acc, 4), "held_out_accuracy_at_32px": round(acc32, 4),
-            "train": len(x_tr), "held_out": len(x_te), "epochs": args.epochs, "sha256": digest,
-            "command": "python scripts/train_digits_classifier.py"}
-    args.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    digest = save_classifier(net, args.out, {
+        "held_out_accuracy": round(acc, 4), "held_out_accuracy_at_32px": round(acc32, 4), "train": len(x_tr),
+        "held_out": len(x_te), "epochs": args.epochs, "command": "python scripts/train_digits_classifier.py"})
     print(f"held-out accuracy {acc:.4f} (16px), {acc32:.4f} (32px); {time.time() - t0:.0f}s; "
           f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB, sha256 {digest[:12]})")
 

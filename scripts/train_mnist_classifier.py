@@ -10,8 +10,6 @@ Trains on the 60,000 training digits with shifts of up to 2 px, reports accuracy
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from genexp.data.idx import IdxDataset
-from genexp.metrics.classifiers import MnistLeNet
+from genexp.metrics.classifiers import MnistLeNet, save_classifier
 
 ASSETS = Path(__file__).resolve().parents[1] / "genexp" / "assets"
 
@@ -63,12 +61,9 @@ def main() -> None:
     with torch.no_grad():
         pred = torch.cat([net(chunk).argmax(1) for chunk in test.x.split(1000)])
     acc = (pred == test.y).float().mean().item()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.clone() for k, v in net.state_dict().items()}, args.out)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    info = {"test_accuracy": round(acc, 4), "train": len(train), "test": len(test), "epochs": args.epochs,
-            "sha256": digest, "command": "python scripts/train_mnist_classifier.py --root <mnist idx dir>"}
-    args.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    digest = save_classifier(net, args.out, {
+        "test_accuracy": round(acc, 4), "train": len(train), "test": len(test), "epochs": args.epochs,
+        "command": "python scripts/train_mnist_classifier.py --root <mnist idx dir>"})
     print(f"MNIST test accuracy {acc:.4f}; {time.time() - t0:.0f}s; wrote {args.out} "
           f"({args.out.stat().st_size // 1024} KiB, sha256 {digest[:12]})")
 

@@ -64,3 +64,18 @@ class MnistLeNet(SmallClassifier):
             nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 3
             nn.Flatten(), nn.Linear(64 * 3 * 3, self.num_features), nn.ReLU(),
         ), num_classes)
+
+
+def save_classifier(net: nn.Module, path, info: dict) -> str:
+    """The weights as shipped (plain tensors, loadable with weights_only=True), and beside them a
+    JSON with ``info`` and the weights' sha256, which is part of every metric key's identity."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.clone() for k, v in net.state_dict().items()}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps({**info, "sha256": digest}, indent=2) + "\n")
+    return digest
