@@ -54,14 +54,20 @@ def mean_std(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
 
 
-def table(records: list[dict], experiments: list[str], losses: list[str]) -> str:
+def table(records: list[dict], steps: int) -> str:
+    """One table per experiment, from every stored run with this step count."""
     lines = []
+    experiments = list(dict.fromkeys(r["experiment"] for r in records))
     for exp in experiments:
         rows = [r for r in records if r["experiment"] == exp and "error" not in r]
         if not rows:
             continue
+        losses = [loss for loss in LOSSES if any(r["loss"] == loss for r in rows)]
+        seeds = max(r["seed"] for r in rows) + 1
         data = exp.split("_")[0]
-        lines += [f"### {exp}", "", PUBLISHED.get(data, ""), "",
+        command = (f"python scripts/bench_modes.py --seeds {seeds} --steps {steps} --losses {','.join(losses)} "
+                   f"--experiments {exp}")
+        lines += [f"### {exp}", "", f"`{command}`", "", PUBLISHED.get(data, ""), "",
                   "| loss | seeds | modes captured | high quality % | reverse KL | s / run |",
                   "|---|---|---|---|---|---|"]
         for loss in losses:
@@ -89,13 +95,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--results", type=Path, default=REPO / "outputs" / "bench" / "modes.jsonl")
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "modes.md")
+    ap.add_argument("--report", action="store_true", help="only rewrite the doc from the stored results")
     args = ap.parse_args()
     losses, experiments = args.losses.split(","), args.experiments.split(",")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.results.read_text().splitlines()] if args.results.is_file() else []
     have = {(r["experiment"], r["loss"], r["seed"], r["steps"]) for r in done}
-    todo = [(e, loss, s) for s in range(args.seeds) for e in experiments for loss in losses
-            if (e, loss, s, args.steps) not in have]
+    todo = [] if args.report else [(e, loss, s) for s in range(args.seeds) for e in experiments for loss in losses
+                                   if (e, loss, s, args.steps) not in have]
     print(f"{len(todo)} runs to do, {len(have)} already in {args.results}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool, open(args.results, "a") as out:
         for record in pool.map(lambda t: run_one(*t, args.steps), todo):
@@ -104,10 +111,10 @@ def main() -> None:
             done.append(record)
             print(json.dumps(record), flush=True)
     records = [r for r in done if r["steps"] == args.steps]
-    command = " ".join(["python scripts/bench_modes.py", *sys.argv[1:]])
-    doc = (f"# Mode coverage on the 2-D ring and grid\n\nMeasured with `{command}` ({args.steps} G steps, "
-           f"mean ± std over seeds, 2,500 samples each; protocol in the script's docstring). "
-           "Regenerate with the same command.\n\n" + table(records, experiments, losses))
+    doc = (f"# Mode coverage on the 2-D ring and grid\n\n{args.steps} G steps, mean ± std over seeds, 2,500 "
+           "samples each; the protocol is in the docstring of scripts/bench_modes.py. Each table gives the "
+           "command that produces it (results accumulate in outputs/bench/modes.jsonl; "
+           "`--report` rewrites this page from them).\n\n" + table(records, args.steps))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(doc)
     print(doc)
