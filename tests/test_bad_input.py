@@ -26,6 +26,7 @@ def one_error_line(res) -> str:
     (["data.resolution=32", "model.resolution=64"], "model.resolution=64 but data.resolution=32"),
     (["model=mlp"], "model=mlp takes points data"),
     (["loss=wgan_gp", "model.discriminator.norm=batch"], "batch norm"),
+    (["loss=wgan", "loss.family=vae"], "loss=wgan is an objective for vae models but model=dcgan is a gan"),
     (["data=images"], "needs a value for 'data.path'"),
     (["resume=/nonexistent/run"], "no such run directory"),
     (["trainer.max_steps=${nosuch.key}"], "nosuch"),
