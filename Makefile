@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.genexp-installed
 DEMO   := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow bench lint clean
+.PHONY: help install demo test test-slow bench bench-modes lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-slow: install ## the slow tests only (full-length training runs)
 
 bench: install ## benchmarks: training-loop overhead vs a bare loop, demo wall time and memory
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
+
+bench-modes: install ## mode-collapse table, every objective x ring/grid (+PacGAN) x 5 seeds (hours on CPU)
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000
 
 lint: install ## ruff
 	$(BIN)/python -m ruff check genexp tests scripts
