@@ -11,7 +11,7 @@ DEMO   := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 .PHONY: help install demo test test-slow bench bench-modes lint clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install genexp with its dev tools (torch only if missing)
 
