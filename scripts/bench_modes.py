@@ -7,8 +7,8 @@ of 3 x 256, batch 500, Adam or each objective's own optimizer family at lr 1e-3,
 objective's own D steps and penalties, the given number of G steps; then 2,500 samples
 scored by `modes` (modes captured, % high quality within 3 std, reverse KL to uniform).
 Runs go two at a time with one thread each; every finished run is appended to
-outputs/bench/modes.jsonl (a rerun skips what is there), and the table (mean +- std
-over seeds) is written to docs/modes.md with the command that produced it.
+docs/bench/modes.jsonl (tracked, so a rerun in any session skips what is there), and the
+table (mean +- std over seeds) is written to docs/modes.md with the commands behind it.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--losses", default=",".join(LOSSES))
     ap.add_argument("--experiments", default="ring_mlp,grid_mlp,ring_pacgan,grid_pacgan")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=REPO / "outputs" / "bench" / "modes.jsonl")
+    ap.add_argument("--results", type=Path, default=REPO / "docs" / "bench" / "modes.jsonl")
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "modes.md")
     ap.add_argument("--report", action="store_true", help="only rewrite the doc from the stored results")
     args = ap.parse_args()
@@ -113,7 +113,7 @@ def main() -> None:
     records = [r for r in done if r["steps"] == args.steps]
     doc = (f"# Mode coverage on the 2-D ring and grid\n\n{args.steps} G steps, mean ± std over seeds, 2,500 "
            "samples each; the protocol is in the docstring of scripts/bench_modes.py. Each table gives the "
-           "command that produces it (results accumulate in outputs/bench/modes.jsonl; "
+           "command that produces it (results accumulate in docs/bench/modes.jsonl; "
            "`--report` rewrites this page from them).\n\n" + table(records, args.steps))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(doc)
