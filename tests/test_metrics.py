@@ -63,6 +63,14 @@ def test_real_digits_score_like_real_data():
     assert s.compute(from_data(data), seed=0) == real
 
 
+def test_default_metrics_that_do_not_fit_the_data_are_left_out_quietly():
+    notes = []
+    s = MetricSuite(OmegaConf.create({"fid": {"kind": "fid", "num_samples": 10}}), None,
+                    OmegaConf.create({"name": "ring", "kind": "points"}), torch.device("cpu"), notes.append,
+                    chosen=False)
+    assert not s and notes == [] and "fid" in s.skipped
+
+
 def test_metrics_skip_on_points_with_one_line():
     notes = []
     s = MetricSuite(OmegaConf.create({"fid": {"kind": "fid", "num_samples": 10}}), None,

@@ -28,6 +28,13 @@ def task_overrides() -> list[str]:
             if not o.startswith(("resume=", "hydra.", "hydra/", "+hydra", "~hydra"))]
 
 
+def metrics_chosen() -> bool:
+    """Did the command line pick the metrics (rather than take the config's defaults)?"""
+    from hydra.core.hydra_config import HydraConfig
+
+    return any(o.lstrip("+~").split("=", 1)[0] in ("metrics", "experiment") for o in HydraConfig.get().overrides.task)
+
+
 def restore_method(ckpt_path: str, device: torch.device) -> tuple[Method, DictConfig, dict]:
     """The checkpoint's method with its weights, and the training config it was made with."""
     ckpt = load_checkpoint(ckpt_path, map_location=device)

@@ -7,7 +7,7 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 
-from genexp.commands.common import restore_method, run_dir
+from genexp.commands.common import metrics_chosen, restore_method, run_dir
 from genexp.data import build_dataset
 from genexp.errors import UserError
 from genexp.logger import Console
@@ -26,7 +26,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"data.resolution={data_cfg.resolution} but the checkpoint's model makes "
                         f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
     dataset = build_dataset(data_cfg)
-    suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=cfg.get("n"))
+    suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=cfg.get("n"),
+                        chosen=metrics_chosen())
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()

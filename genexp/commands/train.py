@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from genexp.commands.common import run_dir, task_overrides
+from genexp.commands.common import metrics_chosen, run_dir, task_overrides
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
 from genexp.errors import UserError
@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> float | None:
                             int(cfg.data.get("num_workers", 0)))
     method = build_method(cfg, device)
     suite = MetricSuite(cfg.get("metrics"), dataset, cfg.data, device, console.note,
-                        num_samples=cfg.trainer.get("eval_samples"))
+                        num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen())
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
     logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
                        resume_from_step=int(ckpt["step"]) if ckpt else None)

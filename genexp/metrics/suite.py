@@ -37,7 +37,9 @@ class Metric:
 class MetricSuite:
     def __init__(self, metrics_cfg: DictConfig | dict | None, dataset, data_cfg: DictConfig,
                  device: torch.device, note: Callable[[str], None] = print,
-                 num_samples: int | None = None, batch_size: int = 250):
+                 num_samples: int | None = None, batch_size: int = 250, chosen: bool = True):
+        """``chosen``: the user listed these metrics; when they are only the defaults, those that
+        do not fit the kind of data (image metrics on points, say) are left out without a word."""
         self.dataset, self.data_cfg, self.device, self.batch_size = dataset, data_cfg, device, batch_size
         self.metrics: list[Metric] = []
         self.skipped: dict[str, str] = {}
@@ -58,7 +60,8 @@ class MetricSuite:
         if other_kind:
             reason = f"they do not apply to data={data_cfg.name} ({data_cfg.kind})"
             self.skipped.update({name: reason for name in other_kind})
-            note(f"metrics {', '.join(other_kind)} skipped: {reason}")
+            if chosen:
+                note(f"metrics {', '.join(other_kind)} skipped: {reason}")
 
     def _build(self, name: str, cfg, num_samples: int | None) -> Metric:
         kind = cfg.get("kind", name)
