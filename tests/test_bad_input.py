@@ -35,6 +35,12 @@ def test_config_mistakes(run, args, expect):
     assert expect in one_error_line(run("train", *args))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_asked_for_without_a_gpu(run, tmp_path):
+    line = one_error_line(run("train", *TINY, "trainer.device=cuda", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "no CUDA GPU" in line and not (tmp_path / "r" / "checkpoints").exists()
+
+
 def test_unknown_command(run):
     assert "unknown command 'trian'" in one_error_line(run("trian"))
 
