@@ -30,6 +30,8 @@ def one_error_line(res) -> str:
     (["data=images"], "needs a value for 'data.path'"),
     (["resume=/nonexistent/run"], "no such run directory"),
     (["trainer.max_steps=${nosuch.key}"], "nosuch"),
+    (["optim.decay=step"], "optim.decay must be one of constant, linear, cosine"),
+    (["optim.decay=linear", "optim.decay_start=1.5"], "optim.decay_start is a fraction"),
 ])
 def test_config_mistakes(run, args, expect):
     assert expect in one_error_line(run("train", *args))

@@ -86,5 +86,12 @@ def check_train(cfg: DictConfig) -> None:
         )
     if int(loss.get("d_steps", 1)) < 1:
         raise UserError(f"loss.d_steps={loss.d_steps}: needs at least one D step per G step")
+    optim = cfg.optim
+    try:
+        from genexp.optim.schedule import LrDecay
+
+        LrDecay(optim.get("decay", "constant"), optim.get("decay_start", 0.0), cfg.trainer.max_steps)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if int(data.batch_size) < 1:
         raise UserError(f"data.batch_size={data.batch_size}: must be at least 1")

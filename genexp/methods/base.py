@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from genexp.optim.schedule import LrDecay
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -20,6 +22,7 @@ class Method(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.lr_decay = LrDecay()  # build_method sets the configured one
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -43,6 +43,7 @@ class GAN(Method):
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        self.lr_decay.apply(self.optimizers.values(), step)
         self.D.requires_grad_(True)
         for _ in range(self.d_steps):
             real, labels = next(batches)

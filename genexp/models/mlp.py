@@ -8,20 +8,24 @@ from torch import nn
 from genexp.models.layers import MinibatchStd, Projection, with_one_hot
 
 
-def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module]) -> nn.Sequential:
+def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module], norm: str = "none") -> nn.Sequential:
+    if norm not in ("none", "batch"):
+        raise ValueError(f"norm must be none or batch, not {norm!r}")
     dims = [d_in] + [hidden] * layers
     blocks: list[nn.Module] = []
     for a, b in zip(dims, dims[1:]):
-        blocks += [nn.Linear(a, b), act()]
+        # PacGAN's 2-D generators batch-normalise every hidden layer.
+        blocks += [nn.Linear(a, b), nn.BatchNorm1d(b), act()] if norm == "batch" else [nn.Linear(a, b), act()]
     blocks.append(nn.Linear(dims[-1], d_out))
     return nn.Sequential(*blocks)
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int = 2, out_dim: int = 2, hidden: int = 256, layers: int = 3, num_classes: int = 0):
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, hidden: int = 256, layers: int = 3, num_classes: int = 0,
+                 norm: str = "none"):
         super().__init__()
         self.z_dim, self.out_dim, self.num_classes = z_dim, out_dim, num_classes
-        self.net = mlp(z_dim + num_classes, hidden, layers, out_dim, nn.ReLU)
+        self.net = mlp(z_dim + num_classes, hidden, layers, out_dim, nn.ReLU, norm)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(with_one_hot(z, labels, self.num_classes))

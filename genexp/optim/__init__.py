@@ -1,0 +1,1 @@
+"""Optimizer settings shared by every method (the conf/optim group)."""
