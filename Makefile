@@ -5,6 +5,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genexp-installed
+# Stacked MNIST in make bench-modes: a CPU-sized budget (the papers train about 100k steps).
+STACKED_STEPS ?= 2000
+STACKED_SEEDS ?= 2
 DEMO   := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
@@ -36,8 +39,12 @@ test-slow: install ## the slow tests only (full-length training runs)
 bench: install ## benchmarks: training-loop overhead vs a bare loop, demo wall time and memory
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
 
-bench-modes: install ## mode-collapse table, every objective x ring/grid (+PacGAN) x 5 seeds (hours on CPU)
-	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000
+bench-modes: install ## mode-collapse tables: ring/grid best config, every objective, Stacked MNIST (hours on CPU)
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 8000 --decay linear --losses ns --experiments ring_mlp,grid_mlp
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000 --experiments ring_mlp
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000 --losses ns --experiments grid_mlp,ring_pacgan,grid_pacgan
+	$(BIN)/python scripts/bench_modes.py --seeds $(STACKED_SEEDS) --steps $(STACKED_STEPS) --losses ns \
+		--experiments stacked_mnist_dcgan,stacked_mnist_pacgan
 
 lint: install ## ruff
 	$(BIN)/python -m ruff check genexp tests scripts

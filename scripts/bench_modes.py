@@ -9,7 +9,7 @@ objective's own D steps and penalties, the given number of G steps, the learning
 constant or decayed linearly to 0 over the second half (--decay linear); then 2,500 samples
 scored by `modes` (modes captured, % high quality within 3 std, reverse KL to uniform).
 Two protocols are tabled: every objective at 3,000 steps and constant lr (the sweep), and
-the packs as shipped (8,000 steps, linear decay: our best configuration).
+the packs as shipped (LSGAN, 8,000 steps, linear decay: our best configuration).
 
 Stacked MNIST (VEEGAN / PacGAN): --experiments stacked_mnist_dcgan,stacked_mnist_pacgan
 with MNIST idx files in --mnist (../shared/data/mnist by default); 26,000 samples labelled
