@@ -6,8 +6,8 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genexp-installed
 # Stacked MNIST in make bench-modes: a CPU-sized budget (the papers train about 100k steps).
-STACKED_STEPS ?= 2000
-STACKED_SEEDS ?= 2
+STACKED_STEPS ?= 1000
+STACKED_SEEDS ?= 1
 DEMO   := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help

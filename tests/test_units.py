@@ -272,3 +272,14 @@ def test_gan_step_follows_the_configured_decay():
     method.train_step(batches, 5)
     assert all(g["lr"] == pytest.approx(5e-4) for opt in method.optimizers.values() for g in opt.param_groups)
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in method.G.modules())
+
+
+def test_ema_decay_starts_ramps_up_and_caps():
+    from genexp.methods.ema import ema_beta
+
+    assert ema_beta(0.999, 5, start=10) == 0.0
+    assert ema_beta(0.999, 0) == 0.999
+    assert ema_beta(0.999, 0, rampup=True) == pytest.approx(0.1)
+    assert ema_beta(0.999, 90, rampup=True) == pytest.approx(0.91)
+    assert ema_beta(0.999, 100_000, rampup=True) == 0.999
+    assert ema_beta(0.999, 110, start=100, rampup=True) == pytest.approx(11 / 20)

@@ -11,13 +11,14 @@ from omegaconf import DictConfig
 
 from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
-from genexp.methods.ema import update_ema
+from genexp.methods.ema import ema_beta, update_ema
 from genexp.models.layers import pack_samples
 
 
 class GAN(Method):
     def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
-                 ema_beta: float = 0.999, ema_start: int = 0, pack: int = 1, augment=()):
+                 ema_beta: float = 0.999, ema_start: int = 0, ema_rampup: bool = False, pack: int = 1,
+                 augment=()):
         super().__init__()
         self.augment = parse_policy(augment)  # DiffAugment on everything D sees
         self.pack = int(pack)  # PacGAN: D judges `pack` samples at once (its input is widened to match)
@@ -30,7 +31,7 @@ class GAN(Method):
         self.d_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("d_regularizers") or {}).items()}
         self.d_constraints = [instantiate(cfg) for cfg in (loss.get("d_constraints") or {}).values()]
         self.d_steps = int(loss.get("d_steps", 1))
-        self.ema_beta, self.ema_start = float(ema_beta), int(ema_start)
+        self.ema_beta, self.ema_start, self.ema_rampup = float(ema_beta), int(ema_start), bool(ema_rampup)
         self.optimizers = {"G": instantiate(optim.generator)(params=self.G.parameters()),
                            "D": instantiate(optim.discriminator)(params=self.D.parameters())}
         self.d_steps_done = 0  # a Python int: reading a device tensor each step would sync the GPU
@@ -73,7 +74,7 @@ class GAN(Method):
         self.optimizers["G"].step()
         self.D.requires_grad_(True)
 
-        update_ema(self.G_ema, self.G, 0.0 if step < self.ema_start else self.ema_beta)
+        update_ema(self.G_ema, self.G, ema_beta(self.ema_beta, step, self.ema_start, self.ema_rampup))
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
         return out
