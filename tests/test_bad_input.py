@@ -30,6 +30,7 @@ def one_error_line(res) -> str:
     (["data=images"], "needs a value for 'data.path'"),
     (["resume=/nonexistent/run"], "no such run directory"),
     (["trainer.max_steps=${nosuch.key}"], "nosuch"),
+    (["experiment=ring_mlp", "model.generator.norm=group"], "model.generator.norm=group: use none or batch"),
     (["optim.decay=step"], "optim.decay must be one of constant, linear, cosine"),
     (["optim.decay=linear", "optim.decay_start=1.5"], "optim.decay_start is a fraction"),
 ])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genexp.errors import UserError
 from genexp.models.layers import MinibatchStd, Projection, with_one_hot
 
 
 def mlp(d_in: int, hidden: int, layers: int, d_out: int, act: type[nn.Module], norm: str = "none") -> nn.Sequential:
     if norm not in ("none", "batch"):
-        raise ValueError(f"norm must be none or batch, not {norm!r}")
+        raise UserError(f"model.generator.norm={norm}: use none or batch")
     dims = [d_in] + [hidden] * layers
     blocks: list[nn.Module] = []
     for a, b in zip(dims, dims[1:]):
