@@ -124,3 +124,44 @@ def test_mode_metric_on_the_ring():
     collapsed = s.compute(lambda n, g: ring.modes[0] + 0.01 * torch.randn(n, 2, generator=g), seed=0)
     assert collapsed["modes/captured@2.5k"] == 1
     assert collapsed["modes/reverse_kl@2.5k"] == pytest.approx(math.log(8))
+
+
+def brute_force_precision_recall(real, fake, k):
+    """The paper's definition, one sample at a time, in float64."""
+    def radii(x):
+        return [sorted(float((a - b).norm()) for b in x)[k] for a in x]  # [0] is the sample itself
+
+    def share(queries, support, r):
+        return sum(any(float((q - s).norm()) <= ri for s, ri in zip(support, r)) for q in queries) / len(queries)
+
+    real, fake = real.double(), fake.double()
+    return share(fake, real, radii(real)), share(real, fake, radii(fake))
+
+
+def test_precision_recall_matches_the_definition():
+    from genexp.metrics.precision_recall import precision_recall
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(60, 5, generator=g)
+    fake = torch.randn(50, 5, generator=g) + 1.0
+    p, r = precision_recall(real, fake, k=3)
+    assert (p, r) == pytest.approx(brute_force_precision_recall(real, fake, 3))
+    assert 0 < p < 1 and 0 < r < 1
+    # identical sets: everything is covered; a generator stuck on one real point: precise, no recall
+    assert precision_recall(real, real.clone(), k=3) == (1.0, 1.0)
+    collapsed = real[:1].repeat(40, 1) + 1e-4 * torch.randn(40, 5, generator=g)
+    p, r = precision_recall(real, collapsed, k=3)
+    assert p == 1.0 and r < 0.1
+    with pytest.raises(ValueError, match="need more than 3 samples"):
+        precision_recall(real[:3], fake, k=3)
+
+
+def test_precision_recall_in_the_suite_tells_noise_from_digits():
+    data = DigitsDataset(resolution=16)
+    s = suite({"pr": {"kind": "pr", "num_samples": 500, "k": 3, "extractor": "auto"}}, data)
+    real = s.compute(from_data(data), seed=0)
+    noise = s.compute(lambda n, g: torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, seed=0)
+    assert set(real) == {"precision/digits_lenet@500", "recall/digits_lenet@500"}
+    assert real["precision/digits_lenet@500"] > 0.6 and real["recall/digits_lenet@500"] > 0.6
+    assert noise["precision/digits_lenet@500"] < 0.1
+    assert s.protocol()["pr/digits_lenet@500"]["k"] == 3

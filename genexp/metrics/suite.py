@@ -82,8 +82,8 @@ class MetricSuite:
                           {"num_fake": n, "classifier": ident, "modes": 1000})
         if kind == "lpips":
             return self._build_lpips(cfg, n)
-        if kind not in ("fid", "kid", "is"):
-            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is or lpips")
+        if kind not in ("fid", "kid", "is", "pr"):
+            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr or lpips")
         extractor_name = resolve_name(cfg.get("extractor", "auto"), self.data_cfg.name)
         output = "logits" if kind == "is" else "features"
         module, ident = build_extractor(extractor_name, output, cfg.get("weights"))
@@ -93,6 +93,11 @@ class MetricSuite:
 
             metric = FrechetInceptionDistance(feature=module, reset_real_features=False)
             protocol["num_real"] = n_real
+        elif kind == "pr":
+            from genexp.metrics.precision_recall import PrecisionRecall
+
+            metric = PrecisionRecall(feature=module, k=int(cfg.get("k", 3)), reset_real_features=False)
+            protocol.update(num_real=n_real, k=int(cfg.get("k", 3)))
         elif kind == "kid":
             from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -124,7 +129,7 @@ class MetricSuite:
         return bool(self.metrics)
 
     def _feed_real(self) -> None:
-        needs_real = [m for m in self.metrics if m.kind in ("fid", "kid")]
+        needs_real = [m for m in self.metrics if m.kind in ("fid", "kid", "pr")]
         if self._real_done or not needs_real:
             return
         n_real = max(min(m.num_samples, len(self.dataset)) for m in needs_real)
@@ -198,7 +203,10 @@ class MetricSuite:
                 results.update({f"modes/{k}@{at}": float(stats[k]) for k in ("captured", "hq_percent", "reverse_kl")})
                 continue
             value = m.metric.compute()
-            if isinstance(value, tuple):  # IS and KID: (mean, std)
+            if m.kind == "pr":
+                results[m.key.replace("pr/", "precision/", 1)] = float(value[0])
+                results[m.key.replace("pr/", "recall/", 1)] = float(value[1])
+            elif isinstance(value, tuple):  # IS and KID: (mean, std)
                 results[m.key] = float(value[0])
                 results[m.key.replace("/", "_std/", 1)] = float(value[1])
             else:
