@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Reference statistics the tests compute are cached in a throwaway folder, not the user's cache.
+os.environ.setdefault("GENEXP_CACHE", tempfile.mkdtemp(prefix="genexp-test-cache-"))
 CONF = REPO / "conf"
 
 # Small nets and sample counts: every CLI run below takes seconds.

@@ -165,3 +165,68 @@ def test_precision_recall_in_the_suite_tells_noise_from_digits():
     assert real["precision/digits_lenet@500"] > 0.6 and real["recall/digits_lenet@500"] > 0.6
     assert noise["precision/digits_lenet@500"] < 0.1
     assert s.protocol()["pr/digits_lenet@500"]["k"] == 3
+
+
+CACHED = {"fid": {"kind": "fid", "num_samples": 300, "extractor": "auto"},
+          "kid": {"kind": "kid", "num_samples": 300, "subsets": 5, "subset_size": 100, "extractor": "auto"},
+          "pr": {"kind": "pr", "num_samples": 300, "k": 3, "extractor": "auto"}}
+
+
+def cached_suite(tmp_path, dataset, data_cfg=DATA_CFG, metrics=None, notes=None):
+    return MetricSuite(OmegaConf.create(metrics or CACHED), dataset, data_cfg, torch.device("cpu"),
+                       (notes.append if notes is not None else print), cache_dir=tmp_path / "stats")
+
+
+def test_cached_reference_statistics_give_the_same_numbers(tmp_path, monkeypatch):
+    data = DigitsDataset(resolution=16)
+    fresh = cached_suite(tmp_path, data).compute(from_data(data), seed=3)
+    files = sorted(p.name for p in (tmp_path / "stats").iterdir())
+    assert len(files) == 3 and all(f.endswith(".pt") for f in files)
+    second = cached_suite(tmp_path, data)
+
+    def no_real_pass(*_):
+        raise AssertionError("the real data were read again")
+    monkeypatch.setattr(second, "_compute_real", no_real_pass)
+    assert second.compute(from_data(data), seed=3) == fresh
+    assert str(tmp_path / "stats") in second.protocol()["fid/digits_lenet@300"]["reference_cache"]
+    # uncached, the same numbers again
+    assert suite(CACHED, data).compute(from_data(data), seed=3) == fresh
+
+
+def test_a_changed_key_misses_the_cache_and_a_broken_file_is_rebuilt(tmp_path):
+    data16 = DigitsDataset(resolution=16)
+    fid = {"fid": CACHED["fid"]}
+    cached_suite(tmp_path, data16, metrics=fid).compute(from_data(data16), seed=0)
+    data32 = DigitsDataset(resolution=32)
+    cfg32 = OmegaConf.create({"name": "digits", "kind": "image", "resolution": 32})
+    cached_suite(tmp_path, data32, cfg32, metrics=fid).compute(from_data(data32), seed=0)
+    fewer = {"fid": {**CACHED["fid"], "num_samples": 200}}
+    cached_suite(tmp_path, data16, metrics=fewer).compute(from_data(data16), seed=0)
+    files = sorted((tmp_path / "stats").iterdir())
+    assert len(files) == 3  # resolution and sample count are part of the key
+    for f in files:
+        f.write_bytes(b"not a checkpoint")
+    again = cached_suite(tmp_path, data16, metrics=fid).compute(from_data(data16), seed=0)
+    assert again == suite(fid, data16).compute(from_data(data16), seed=0)
+
+
+def test_cache_keys_follow_the_extractor_and_the_data_files(tmp_path):
+    from genexp.metrics.cache import reference_key
+
+    data = {"name": "mnist", "kind": "image", "root": str(tmp_path), "resolution": 28, "batch_size": 64}
+    protocol = {"extractor": {"name": "mnist_lenet", "sha256": "aaaa"}, "num_real": 100, "num_fake": 100}
+    key = reference_key(data, "fid", protocol)
+    assert reference_key({**data, "batch_size": 8}, "fid", {**protocol, "num_fake": 5}) == key
+    assert reference_key(data, "fid", {**protocol, "extractor": {"name": "mnist_lenet", "sha256": "bbbb"}}) != key
+    assert reference_key(data, "kid", protocol) != key
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"new data")
+    assert reference_key(data, "fid", protocol) != key
+
+
+def test_an_unwritable_cache_is_one_note_and_the_evaluation_goes_on(tmp_path):
+    (tmp_path / "stats").write_text("a file where the cache folder should be")
+    notes: list[str] = []
+    data = DigitsDataset(resolution=16)
+    result = cached_suite(tmp_path, data, metrics={"fid": CACHED["fid"]}, notes=notes).compute(from_data(data))
+    assert "fid/digits_lenet@300" in result
+    assert len(notes) == 1 and notes[0].startswith("reference statistics not cached")

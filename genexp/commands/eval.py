@@ -11,6 +11,7 @@ from genexp.commands.common import metrics_chosen, restore_method, run_dir
 from genexp.data import build_dataset
 from genexp.errors import UserError
 from genexp.logger import Console
+from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
 from genexp.training.runtime import resolve_device
 
@@ -27,7 +28,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                         f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
     dataset = build_dataset(data_cfg)
     suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=cfg.get("n"),
-                        chosen=metrics_chosen())
+                        chosen=metrics_chosen(), cache_dir=cache_dir())
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from genexp.data.loader import InfiniteLoader
 from genexp.errors import UserError
 from genexp.logger import Console, RunLogger
 from genexp.methods import build_method
+from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
 from genexp.training.checkpoint import load_checkpoint
 from genexp.training.loop import Trainer, config_meta
@@ -32,7 +33,7 @@ def run(cfg: DictConfig) -> float | None:
                             int(cfg.data.get("num_workers", 0)))
     method = build_method(cfg, device)
     suite = MetricSuite(cfg.get("metrics"), dataset, cfg.data, device, console.note,
-                        num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen())
+                        num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen(), cache_dir=cache_dir())
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
     logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
                        resume_from_step=int(ckpt["step"]) if ckpt else None)

@@ -44,6 +44,10 @@ def unit_to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+# How every dataset reaches its configured resolution; part of a cached statistic's identity.
+RESIZE_FILTER = "bilinear, antialiased when shrinking"
+
+
 def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """Square float images (N, C, H, W) to ``resolution``; antialiased when shrinking."""
     if images.shape[-1] == resolution and images.shape[-2] == resolution:

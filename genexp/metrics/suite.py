@@ -2,22 +2,26 @@
 
 Each metric's key names what it measured: ``<metric>/<extractor>@<fake count>``, e.g.
 ``fid/digits_lenet@2k``. Real-image statistics are computed once per suite and kept
-(torchmetrics' reset_real_features=False); each evaluation generates only the fakes,
-streamed in batches. A metric that cannot run here is skipped with one line.
+(torchmetrics' reset_real_features=False), and cached on disk across runs (metrics/cache.py);
+each evaluation generates only the fakes, streamed in batches. A metric that cannot run here
+is skipped with one line.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from genexp.metrics import cache
 from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
 from genexp.metrics.modes import mode_statistics, stacked_mode_statistics
 
 POINT_METRICS = ("modes",)
+REAL_SIDE = ("fid", "kid", "pr")  # metrics that compare against real-data statistics
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -32,15 +36,19 @@ def count_label(n: int) -> str:
 class Metric:
     def __init__(self, key: str, kind: str, metric, num_samples: int, protocol: dict):
         self.key, self.kind, self.metric, self.num_samples, self.protocol = key, kind, metric, num_samples, protocol
+        self.cache_path: Path | None = None  # its cached reference statistics, once looked up
 
 
 class MetricSuite:
     def __init__(self, metrics_cfg: DictConfig | dict | None, dataset, data_cfg: DictConfig,
                  device: torch.device, note: Callable[[str], None] = print,
-                 num_samples: int | None = None, batch_size: int = 250, chosen: bool = True):
+                 num_samples: int | None = None, batch_size: int = 250, chosen: bool = True,
+                 cache_dir: Path | None = None):
         """``chosen``: the user listed these metrics; when they are only the defaults, those that
-        do not fit the kind of data (image metrics on points, say) are left out without a word."""
+        do not fit the kind of data (image metrics on points, say) are left out without a word.
+        ``cache_dir``: where reference statistics are cached (None: not cached)."""
         self.dataset, self.data_cfg, self.device, self.batch_size = dataset, data_cfg, device, batch_size
+        self.cache_dir, self.note = cache_dir, note
         self.metrics: list[Metric] = []
         self.skipped: dict[str, str] = {}
         self._real_done = False
@@ -128,10 +136,34 @@ class MetricSuite:
     def __bool__(self) -> bool:
         return bool(self.metrics)
 
+    def _cache_path(self, m: Metric) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        data = OmegaConf.to_container(self.data_cfg, resolve=True) if OmegaConf.is_config(self.data_cfg) \
+            else dict(self.data_cfg)
+        return self.cache_dir / f"{m.kind}-{cache.reference_key(data, m.kind, m.protocol)}.pt"
+
     def _feed_real(self) -> None:
-        needs_real = [m for m in self.metrics if m.kind in ("fid", "kid", "pr")]
-        if self._real_done or not needs_real:
+        if self._real_done:
             return
+        needs_real = []
+        for m in (m for m in self.metrics if m.kind in REAL_SIDE):
+            path = self._cache_path(m)
+            states = cache.load(path) if path is not None else None
+            if states is not None:
+                cache.load_real_states(m.metric, states)
+            else:
+                needs_real.append(m)
+            m.cache_path = path
+        if needs_real:
+            self._compute_real(needs_real)
+            for m in needs_real:
+                failed = m.cache_path is not None and cache.save(m.cache_path, cache.real_states(m.metric))
+                if failed:
+                    self.note(failed)
+        self._real_done = True
+
+    def _compute_real(self, needs_real: list[Metric]) -> None:
         n_real = max(min(m.num_samples, len(self.dataset)) for m in needs_real)
         # A fixed subset (seed 0) so that every evaluation of this data compares to the same set.
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))[:n_real]
@@ -142,7 +174,6 @@ class MetricSuite:
                 taken = min(m.num_samples, len(self.dataset))
                 if start < taken:
                     m.metric.update(x[: taken - start], real=True)
-        self._real_done = True
 
     def compute(self, sample_fn: SampleFn, seed: int = 0) -> dict[str, float]:
         """Generate max(num_samples) fakes in batches (latents from ``seed``) and score them.
@@ -214,7 +245,8 @@ class MetricSuite:
         return results
 
     def protocol(self) -> dict:
-        return {m.key: m.protocol for m in self.metrics}
+        return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
+                for m in self.metrics}
 
 
 def rgb(x: torch.Tensor) -> torch.Tensor:
