@@ -1,10 +1,12 @@
-"""genexp eval: a checkpoint's generator against its data; a table on the console, metrics.json on disk."""
+"""genexp eval: metrics of a checkpoint's generator, or of a folder / zip of generated images, against
+a dataset; a table on the console, metrics.json on disk."""
 
 from __future__ import annotations
 
 import json
 import time
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genexp.commands.common import metrics_chosen, restore_method, run_dir
@@ -12,35 +14,75 @@ from genexp.data import build_dataset
 from genexp.errors import UserError
 from genexp.logger import Console
 from genexp.metrics.cache import cache_dir
-from genexp.metrics.suite import MetricSuite
+from genexp.metrics.suite import MetricSuite, SampleFn
 from genexp.training.runtime import resolve_device
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     console = Console(cfg.trainer.progress)
     device = resolve_device(cfg.trainer.device)
-    method, train_cfg, ckpt = restore_method(cfg.ckpt, device)
-    data_cfg = cfg.data if cfg.get("data") is not None else train_cfg.data
     if not cfg.get("metrics"):
         raise UserError("no metrics chosen: pass e.g. metrics=[fid,kid]")
-    if data_cfg.kind == "image" and int(data_cfg.resolution) != int(train_cfg.model.resolution):
-        raise UserError(f"data.resolution={data_cfg.resolution} but the checkpoint's model makes "
-                        f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
+    if cfg.get("fake"):
+        sample, data_cfg, n, source = from_images(cfg)
+    else:
+        sample, data_cfg, n, source = from_checkpoint(cfg, device)
     dataset = build_dataset(data_cfg)
-    suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=cfg.get("n"),
+    suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=n,
                         chosen=metrics_chosen(), cache_dir=cache_dir())
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()
-    results = suite.compute(lambda n, g: method.sample(n, generator=g, ema=bool(cfg.ema)), seed=int(cfg.seed))
-    console.table(f"{cfg.ckpt} (step {ckpt['step']})", results)
+    results = suite.compute(sample, seed=int(cfg.seed))
+    console.table(source.pop("title"), results)
     record = {
-        "ckpt": str(cfg.ckpt), "step": int(ckpt["step"]), "metrics": results,
+        **source, "metrics": results,
         "protocol": {"data": OmegaConf.to_container(data_cfg, resolve=True), "seed": int(cfg.seed),
-                     "ema": bool(cfg.ema), "metrics": suite.protocol(), "skipped": suite.skipped},
+                     "metrics": suite.protocol(), "skipped": suite.skipped, **source.pop("protocol")},
         "seconds": round(time.perf_counter() - start, 2),
     }
     path = run_dir() / "metrics.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     console.info(f"wrote {path}")
     return results
+
+
+def from_checkpoint(cfg: DictConfig, device: torch.device) -> tuple[SampleFn, DictConfig, int | None, dict]:
+    method, train_cfg, ckpt = restore_method(cfg.ckpt, device)
+    data_cfg = cfg.data if cfg.get("data") is not None else train_cfg.data
+    if data_cfg.kind == "image" and int(data_cfg.resolution) != int(train_cfg.model.resolution):
+        raise UserError(f"data.resolution={data_cfg.resolution} but the checkpoint's model makes "
+                        f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
+    ema = bool(cfg.ema)
+    source = {"title": f"{cfg.ckpt} (step {ckpt['step']})", "ckpt": str(cfg.ckpt), "step": int(ckpt["step"]),
+              "protocol": {"ema": ema}}
+    return (lambda n, g: method.sample(n, generator=g, ema=ema)), data_cfg, cfg.get("n"), source
+
+
+def from_images(cfg: DictConfig) -> tuple[SampleFn, DictConfig, int, dict]:
+    """Generated images on disk, read in file-name order at the data's resolution and channels.
+    Two folders: data=images data.path=<real> fake=<generated>."""
+    from genexp.data.images import ImageFolderDataset
+
+    data_cfg = cfg.get("data")
+    if data_cfg is None:
+        raise UserError(f"fake={cfg.fake}: name the real data to compare with, e.g. data=digits, or "
+                        "data=images data.path=<folder or zip of real images>")
+    if data_cfg.kind != "image":
+        raise UserError(f"fake={cfg.fake}: generated images need image data; data={data_cfg.name} is {data_cfg.kind}")
+    fakes = ImageFolderDataset(cfg.fake, int(data_cfg.resolution), int(data_cfg.channels), use_labels=False,
+                               key="fake")
+    n = int(cfg.n) if cfg.get("n") else len(fakes)
+    if n > len(fakes):
+        raise UserError(f"n={n} but fake={cfg.fake} holds {len(fakes)} images: lower n or add images")
+    position = 0
+
+    def sample(count: int, _generator: torch.Generator) -> torch.Tensor:
+        nonlocal position
+        batch = torch.stack([fakes[i][0] for i in range(position, position + count)])
+        position += count
+        return batch
+
+    source = {"title": f"{cfg.fake} ({n} images)", "fake": str(cfg.fake), "count": n,
+              "protocol": {"fake_order": "file names, sorted"}}
+    return sample, data_cfg, n, source

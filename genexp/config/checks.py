@@ -14,6 +14,8 @@ def check_composition(command: str, cfg: DictConfig) -> None:
     try:
         if command == "train":
             check_train(cfg)
+        if command == "eval":
+            check_eval(cfg)
         missing = missing_values(OmegaConf.to_container(cfg, resolve=False))
         if missing:
             key = missing[0]
@@ -23,6 +25,14 @@ def check_composition(command: str, cfg: DictConfig) -> None:
         from genexp.config.prepare import one_line
 
         raise UserError(one_line(exc)) from None
+
+
+def check_eval(cfg: DictConfig) -> None:
+    if cfg.get("ckpt") and cfg.get("fake"):
+        raise UserError("genexp eval takes ckpt=<checkpoint> or fake=<generated images>, not both")
+    if not cfg.get("ckpt") and not cfg.get("fake"):
+        raise UserError("genexp eval needs ckpt=<checkpoint> or fake=<folder or zip of generated "
+                        "images> (with data=...)")
 
 
 def missing_values(node, prefix: str = "") -> list[str]:

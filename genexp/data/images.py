@@ -24,16 +24,18 @@ LABELS_EXAMPLE = '{"labels": [["00000/img00000000.png", 6], ...]}'
 class ImageFolderDataset(Dataset):
     kind = "image"
 
-    def __init__(self, path: str, resolution: int, channels: int = 3, use_labels: bool = True):
+    def __init__(self, path: str, resolution: int, channels: int = 3, use_labels: bool = True,
+                 key: str = "data.path"):
+        """``key``: the setting that named ``path``, for error messages (data.path, or eval's fake)."""
         if channels not in (1, 3):
             raise UserError(f"data.channels={channels}: image folders load as 1 (gray) or 3 (RGB) channels; "
                             "set data.channels to 1 or 3")
-        self.path, self.resolution, self.channels = str(path), resolution, channels
+        self.path, self.resolution, self.channels, self.key = str(path), resolution, channels, key
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
         p = Path(path)
         if not p.exists():
-            raise UserError(f"data.path={path}: no such file or folder; point data.path at an image folder "
+            raise UserError(f"{key}={path}: no such file or folder; point {key} at an image folder "
                             "or a dataset zip")
         self._is_zip = not p.is_dir()
         names = self._list_zip(p) if self._is_zip else _list_folder(p)
@@ -41,8 +43,8 @@ class ImageFolderDataset(Dataset):
         if not self.files:
             where = "in the zip" if self._is_zip else "in all sub-folders"
             exts = ", ".join(EXTENSIONS)
-            raise UserError(f"data.path={path}: holds no images (looked for {exts}, any case, {where}); "
-                            "point data.path at a folder or zip of images")
+            raise UserError(f"{key}={path}: holds no images (looked for {exts}, any case, {where}); "
+                            f"point {key} at a folder or zip of images")
         labels = self._read_labels(names) if use_labels and LABELS_FILE in names else None
         self.labels = labels if labels is not None else [UNLABELED] * len(self.files)
         self.num_classes = max(self.labels) + 1 if labels is not None else 0
@@ -57,7 +59,7 @@ class ImageFolderDataset(Dataset):
                 img = img.convert("L" if self.channels == 1 else "RGB")
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
             why = " ".join(f"{type(e).__name__}: {e}".split())
-            raise UserError(f"data.path={self.path}: image {name} is corrupt or unreadable ({why}); "
+            raise UserError(f"{self.key}={self.path}: image {name} is corrupt or unreadable ({why}); "
                             "remove or replace that file") from e
         return _to_tensor(_square(img, self.resolution)), torch.tensor(self.labels[i], dtype=torch.long)
 
@@ -80,22 +82,22 @@ class ImageFolderDataset(Dataset):
             with zipfile.ZipFile(p) as z:
                 return [n for n in z.namelist() if not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as e:
-            raise UserError(f"data.path={self.path}: not a folder nor a valid zip archive ({e}); point "
-                            "data.path at an image folder or a zip made by dataset_tool.py") from e
+            raise UserError(f"{self.key}={self.path}: not a folder nor a valid zip archive ({e}); point "
+                            f"{self.key} at an image folder or a zip made by dataset_tool.py") from e
 
     def _read_labels(self, names: list[str]) -> list[int] | None:
-        labels = _parse_labels(self._read(LABELS_FILE), f"data.path={self.path}: {LABELS_FILE}")
+        labels = _parse_labels(self._read(LABELS_FILE), f"{self.key}={self.path}: {LABELS_FILE}")
         if labels is None:
             return None
         present = set(names)
         ghosts = sorted(n for n in labels if n not in present)
         if ghosts:
-            raise UserError(f"data.path={self.path}: {LABELS_FILE} labels {len(ghosts)} file(s) that do not "
+            raise UserError(f"{self.key}={self.path}: {LABELS_FILE} labels {len(ghosts)} file(s) that do not "
                             f"exist (first: {ghosts[0]}); fix {LABELS_FILE} or rebuild the dataset with "
                             "dataset_tool.py")
         missing = [n for n in self.files if n not in labels]
         if missing:
-            raise UserError(f"data.path={self.path}: {LABELS_FILE} has no label for {len(missing)} image(s) "
+            raise UserError(f"{self.key}={self.path}: {LABELS_FILE} has no label for {len(missing)} image(s) "
                             f"(first: {missing[0]}); add them, or set data.use_labels=false")
         return [labels[n] for n in self.files]
 
