@@ -69,3 +69,21 @@ def test_eval_source_mistakes(run, tmp_path):
     assert "n=50 but fake=" in line and "holds 5 images" in line
     line = one_error_line(run("eval", f"fake={tmp_path / 'nope'}", "data=digits", f"hydra.run.dir={tmp_path / 'c'}"))
     assert line.startswith(f"genexp: error: fake={tmp_path / 'nope'}: no such file or folder")
+
+
+def test_stats_only_fills_the_cache_that_a_later_eval_reads(run, tmp_path):
+    env = {"GENEXP_CACHE": str(tmp_path / "cache")}
+    res = run("eval", "stats_only=true", "data=digits", *PLAIN, "n=300", f"hydra.run.dir={tmp_path / 's'}", env=env)
+    assert res.code == 0, res
+    files = sorted((tmp_path / "cache" / "stats").iterdir())
+    assert [f.name.split("-")[0] for f in files] == ["fid", "kid"]
+    assert str(files[0]) in res.out + res.err
+    fakes = write_pngs(tmp_path / "fakes", DigitsDataset(resolution=16).x[:300])
+    out = tmp_path / "e"
+    res = run("eval", f"fake={fakes}", "data=digits", *PLAIN, f"hydra.run.dir={out}", env=env)
+    assert res.code == 0, res
+    protocol = metrics_of(out)["protocol"]["metrics"]["fid/digits_lenet@300"]
+    assert protocol["reference_cache"] == str(files[0])
+    assert sorted((tmp_path / "cache" / "stats").iterdir()) == files  # nothing new computed
+    line = one_error_line(run("eval", "stats_only=true", f"hydra.run.dir={tmp_path / 'x'}", env=env))
+    assert "add data=" in line

@@ -23,6 +23,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = resolve_device(cfg.trainer.device)
     if not cfg.get("metrics"):
         raise UserError("no metrics chosen: pass e.g. metrics=[fid,kid]")
+    if cfg.get("stats_only"):
+        return reference_only(cfg, console, device)
     if cfg.get("fake"):
         sample, data_cfg, n, source = from_images(cfg)
     else:
@@ -45,6 +47,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     path.write_text(json.dumps(record, indent=2) + "\n")
     console.info(f"wrote {path}")
     return results
+
+
+def reference_only(cfg: DictConfig, console: Console, device: torch.device) -> dict[str, float]:
+    """Precompute the real-data statistics into the cache, so that later evaluations only generate."""
+    where = cache_dir()
+    if where is None:
+        raise UserError("stats_only=true fills the reference-statistics cache, and GENEXP_CACHE=off turns it off")
+    dataset = build_dataset(cfg.data)
+    suite = MetricSuite(cfg.metrics, dataset, cfg.data, device, console.note, num_samples=cfg.get("n"),
+                        chosen=metrics_chosen(), cache_dir=where)
+    suite.prepare_reference()
+    cached = {key: p["reference_cache"] for key, p in suite.protocol().items() if "reference_cache" in p}
+    if not cached:
+        raise UserError(f"none of the chosen metrics keeps reference statistics (those that do: fid, kid, pr): "
+                        f"{', '.join(suite.skipped) or 'metrics=' + ','.join(cfg.metrics)}")
+    for key, path in cached.items():
+        console.info(f"{key}: {path}")
+    return {}
 
 
 def from_checkpoint(cfg: DictConfig, device: torch.device) -> tuple[SampleFn, DictConfig, int | None, dict]:

@@ -28,6 +28,10 @@ def check_composition(command: str, cfg: DictConfig) -> None:
 
 
 def check_eval(cfg: DictConfig) -> None:
+    if cfg.get("stats_only"):
+        if cfg.get("data") is None:
+            raise UserError("stats_only=true computes the statistics of a dataset: add data=... (e.g. data=digits)")
+        return
     if cfg.get("ckpt") and cfg.get("fake"):
         raise UserError("genexp eval takes ckpt=<checkpoint> or fake=<generated images>, not both")
     if not cfg.get("ckpt") and not cfg.get("fake"):

@@ -143,7 +143,8 @@ class MetricSuite:
             else dict(self.data_cfg)
         return self.cache_dir / f"{m.kind}-{cache.reference_key(data, m.kind, m.protocol)}.pt"
 
-    def _feed_real(self) -> None:
+    def prepare_reference(self) -> None:
+        """Real-side statistics, from the cache or computed (and cached); once per suite."""
         if self._real_done:
             return
         needs_real = []
@@ -189,7 +190,7 @@ class MetricSuite:
             return self._compute(sample_fn, seed)
 
     def _compute(self, sample_fn: SampleFn, seed: int) -> dict[str, float]:
-        self._feed_real()
+        self.prepare_reference()
         for m in self.metrics:
             if hasattr(m.metric, "reset"):  # torchmetrics state; the classifier-only metrics keep none
                 m.metric.reset()
