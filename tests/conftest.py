@@ -13,6 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Reference statistics the tests compute are cached in a throwaway folder, not the user's cache.
 os.environ.setdefault("GENEXP_CACHE", tempfile.mkdtemp(prefix="genexp-test-cache-"))
+# Nothing is downloaded in tests; Inception is tested with weight files the tests write.
+os.environ["GENEXP_OFFLINE"] = "1"
 CONF = REPO / "conf"
 
 # Small nets and sample counts: every CLI run below takes seconds.

@@ -8,8 +8,9 @@ gray at the size they were trained at (16x16 digits, 28x28 MNIST). ``features`` 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from genexp.metrics.resize import resize
 
 
 class SmallClassifier(nn.Module):
@@ -17,6 +18,7 @@ class SmallClassifier(nn.Module):
 
     input_resolution = 16
     num_features = 128
+    resize_filter = "bilinear"  # the filter the shipped weights were evaluated with
 
     def __init__(self, body: nn.Sequential, num_classes: int = 10):
         super().__init__()
@@ -27,10 +29,7 @@ class SmallClassifier(nn.Module):
         x = x.float()
         if x.shape[1] == 3:
             x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        if x.shape[-1] != self.input_resolution:
-            x = F.interpolate(x, size=(self.input_resolution,) * 2, mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.input_resolution)
-        return x
+        return resize(x, self.input_resolution, self.resize_filter)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.prepare(x))

@@ -2,26 +2,32 @@
 
 An extractor is an nn.Module mapping images in [-1, 1] (N, C, H, W) to features
 (N, D) or class logits (N, K), with ``num_features`` set (torchmetrics reads it).
-Where one cannot be built here (a package or a weight file is missing), building it
-raises MetricUnavailable with the line that tells the user what to provide.
+Three sources: genexp's shipped classifiers (digits_lenet, mnist_lenet), the FID Inception-v3
+(metrics/inception.py, weights from a path or the standard download), and any module a user
+names with ``_target_``. Where one cannot be built here (a weight file is missing, say),
+building it raises MetricUnavailable with the line that tells the user what to provide.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from importlib import resources
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from genexp.data.base import unit_to_uint8
 from genexp.metrics.classifiers import DigitsLeNet, MnistLeNet, SmallClassifier
+from genexp.metrics.resize import FILTERS
 
 # Which of genexp's own classifiers serves which dataset when extractor=auto.
 OWN_CLASSIFIERS = {"digits": "digits_lenet", "mnist": "mnist_lenet"}
 NETS = {"digits_lenet": (DigitsLeNet, "python scripts/train_digits_classifier.py"),
         "mnist_lenet": (MnistLeNet, "python scripts/train_mnist_classifier.py --root <mnist idx dir>")}
+# Set to 1 (the tests do) to never download weights; a missing file is then a skipped metric.
+OFFLINE_ENV = "GENEXP_OFFLINE"
 
 
 class MetricUnavailable(Exception):
@@ -39,6 +45,27 @@ class ClassifierFeatures(nn.Module):
         return self.net.features(x) if self.output == "features" else self.net(x)
 
 
+class UserFeatures(nn.Module):
+    """A user's module, frozen, with ``num_features`` read from it or from one forward pass."""
+
+    def __init__(self, net: nn.Module, example: torch.Tensor):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        num = getattr(net, "num_features", None)
+        if num is None:
+            with torch.no_grad():
+                out = net(example)
+            if out.dim() != 2:
+                raise MetricUnavailable(f"extractor {type(net).__name__} returned shape {tuple(out.shape)} for "
+                                        f"{tuple(example.shape)} images: it must return (N, features)")
+            num = out.shape[1]
+        self.num_features = int(num)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def asset_path(name: str) -> Path:
     return Path(str(resources.files("genexp.assets").joinpath(name)))
 
@@ -47,14 +74,39 @@ def short_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
-def resolve_name(name: str, data_name: str | None) -> str:
-    if name != "auto":
+def state_hash(net: nn.Module) -> str:
+    """The weights' identity when they come from no file: a hash of every tensor in the state dict."""
+    h = hashlib.sha256()
+    for key, value in net.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
+def resolve_name(name, data_name: str | None):
+    if isinstance(name, (dict, DictConfig)) or name != "auto":
         return name
     return OWN_CLASSIFIERS.get(data_name or "", "inception")
 
 
-def build_extractor(name: str, output: str, weights: str | None = None) -> tuple[nn.Module, dict]:
-    """(module, identity) where identity = {name, hash, ...} for the metric key and the JSON."""
+def extractor_label(name) -> str:
+    """How an extractor is named in metric keys: its name, or a user module's class name."""
+    if isinstance(name, (dict, DictConfig)):
+        return str(name.get("_target_", "custom")).rsplit(".", 1)[-1]
+    return str(name)
+
+
+def build_extractor(name, output: str, weights: str | None = None, resize: str | None = None,
+                    download: bool = True, example: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+    """(module, identity) where identity = {name, sha256, resize, ...} for the metric key and the JSON.
+
+    ``name``: a shipped classifier, ``inception``, or a ``{_target_: ...}`` mapping for a user's module.
+    ``resize``: the filter to the extractor's input size (None: the extractor's standard one).
+    ``example``: a batch of real images, to size a user module's output."""
+    if resize is not None and resize not in FILTERS:
+        raise MetricUnavailable(f"unknown resize filter '{resize}': use one of {', '.join(FILTERS)}")
+    if isinstance(name, (dict, DictConfig)):
+        return build_user(name, weights, example)
     if name in NETS:
         cls, command = NETS[name]
         path = Path(weights) if weights else asset_path(f"{name}.pt")
@@ -62,49 +114,78 @@ def build_extractor(name: str, output: str, weights: str | None = None) -> tuple
             raise MetricUnavailable(f"the {name} weights are missing at {path}: run {command}")
         net = cls()
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        ident = {"name": name, "sha256": short_hash(path), "input": f"{cls.input_resolution}px gray"}
+        net.resize_filter = resize or cls.resize_filter
+        ident = {"name": name, "sha256": short_hash(path), "input": f"{cls.input_resolution}px gray",
+                 "resize": net.resize_filter}
         return ClassifierFeatures(net, output), ident
     if name == "inception":
-        return build_inception(output, weights)
-    raise MetricUnavailable(f"unknown extractor '{name}': use auto, {', '.join(NETS)} or inception")
+        return build_inception(output, weights, resize or "tf1_bilinear", download)
+    raise MetricUnavailable(f"unknown extractor '{name}': use auto, {', '.join(NETS)}, inception "
+                            "or {_target_: your.module.Class}")
 
 
-def build_inception(output: str, weights: str | None) -> tuple[nn.Module, dict]:
-    """torch-fidelity's FID Inception-v3 (the one torchmetrics uses), from a local weight file
-    when one is given, else from torch-fidelity's own download / cache."""
-    try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
-    except Exception as exc:  # torchvision present but broken beside this torch
-        _TORCH_FIDELITY_AVAILABLE, reason = False, type(exc).__name__
+def build_inception(output: str, weights: str | None, resize: str, download: bool) -> tuple[nn.Module, dict]:
+    """The FID Inception-v3 from ``weights``, else from torch hub's cache (where torch-fidelity and
+    torchmetrics keep it), else downloaded there unless offline."""
+    from genexp.metrics import inception
+
+    wanted = "weights-inception-2015-12-05-6726825d.pth (torch-fidelity) or pt_inception-2015-12-05-6726825d.pth"
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MetricUnavailable(f"the Inception weights are missing at {path}: provide {wanted} there "
+                                    f"(from {inception.WEIGHTS_URL})")
     else:
-        reason = "not installed"
-    if not _TORCH_FIDELITY_AVAILABLE:
-        raise MetricUnavailable(f"Inception needs torch-fidelity ({reason}): "
-                                "pip install 'genexp[gpu]' on a machine whose torchvision matches torch")
-    feature = "2048" if output == "features" else "logits_unbiased"
+        path = inception.default_weights_path()
+        if not path.is_file():
+            offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0") or not download
+            if offline:
+                raise MetricUnavailable(f"no Inception weights at {path} and downloads are off: put {wanted} "
+                                        "there or set metrics.<name>.weights=/path/to/it")
+            try:
+                inception.download(inception.WEIGHTS_URL, path)
+            except Exception as exc:
+                raise MetricUnavailable(f"the Inception weights could not be downloaded ({type(exc).__name__}): "
+                                        f"fetch {inception.WEIGHTS_URL} and set metrics.<name>.weights=/path/to/it"
+                                        ) from None
+    net = inception.FIDInceptionV3()
     try:
-        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[feature],
-                                 feature_extractor_weights_path=weights)
+        inception.load_state(net, path)
     except Exception as exc:
-        where = f"metrics.*.weights={weights}" if weights else "no weight file given and the download failed"
-        raise MetricUnavailable(f"Inception weights could not be loaded ({where}; {type(exc).__name__}): "
-                                "set metrics.<name>.weights=/path/pt_inception-2015-12-05-6726825d.pth") from None
+        raise MetricUnavailable(str(exc) if isinstance(exc, ValueError) else
+                                f"{path} could not be read as a weight file ({type(exc).__name__})") from None
+    ident = {"name": "inception", "sha256": short_hash(path), "input": f"{inception.INPUT_SIZE}px RGB from uint8",
+             "resize": resize}
+    return inception.InceptionFeatures(net, output, resize), ident
 
-    class InceptionFeatures(nn.Module):
-        num_features = 2048 if output == "features" else 1008
 
-        def __init__(self):
-            super().__init__()
-            self.net = net
+def build_user(spec, weights: str | None, example: torch.Tensor | None) -> tuple[nn.Module, dict]:
+    """``{_target_: pkg.Module, ...}`` built with Hydra; ``weights`` (a state dict file) loaded into it."""
+    from hydra.utils import instantiate
 
-        @torch.no_grad()
-        def forward(self, x):
-            x = unit_to_uint8(x)
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-            return self.net(x).reshape(len(x), -1)
-
-    ident = {"name": "inception", "sha256": short_hash(Path(weights)) if weights else "torch-fidelity",
-             "resize": "torch-fidelity bilinear to 299"}
-    return InceptionFeatures(), ident
-
+    spec = OmegaConf.create(OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec))
+    target = str(spec.get("_target_", ""))
+    try:
+        net = instantiate(spec)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise MetricUnavailable(f"extractor {target} could not be built: {type(cause).__name__}: "
+                                f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
+    if not isinstance(net, nn.Module):
+        raise MetricUnavailable(f"extractor {target} built a {type(net).__name__}, not a torch nn.Module")
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MetricUnavailable(f"the weights of extractor {target} are missing at {path}")
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise MetricUnavailable(f"{path} does not load into {target}: {type(exc).__name__}") from None
+    if example is None:
+        example = torch.zeros(2, 3, 32, 32)
+    module = UserFeatures(net, example)
+    args = {k: v for k, v in OmegaConf.to_container(spec).items() if k != "_target_"}
+    ident = {"name": extractor_label(spec), "target": target, "args": args,
+             "sha256": short_hash(Path(weights).expanduser()) if weights else state_hash(net),
+             "resize": "the module's own"}
+    return module, ident

@@ -22,6 +22,7 @@ from genexp.metrics.modes import mode_statistics, stacked_mode_statistics
 
 POINT_METRICS = ("modes",)
 REAL_SIDE = ("fid", "kid", "pr")  # metrics that compare against real-data statistics
+STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear"}
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
@@ -94,7 +95,8 @@ class MetricSuite:
             raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr or lpips")
         extractor_name = resolve_name(cfg.get("extractor", "auto"), self.data_cfg.name)
         output = "logits" if kind == "is" else "features"
-        module, ident = build_extractor(extractor_name, output, cfg.get("weights"))
+        module, ident = build_extractor(extractor_name, output, cfg.get("weights"), cfg.get("resize"),
+                                        bool(cfg.get("download", True)), self._example())
         protocol = {"extractor": ident, "num_fake": n}
         if kind == "fid":
             from torchmetrics.image.fid import FrechetInceptionDistance
@@ -119,8 +121,15 @@ class MetricSuite:
             splits = min(int(cfg.splits), n)
             metric = InceptionScore(feature=module, splits=splits)
             protocol["splits"] = splits
-        key = f"{kind}/{ident['name']}@{count_label(n)}"
+        # A filter other than the extractor's standard one shows in the key: the numbers differ.
+        standard = STANDARD_RESIZE.get(ident["name"], ident["resize"])
+        suffix = f"-{ident['resize']}" if ident["resize"] != standard else ""
+        key = f"{kind}/{ident['name']}{suffix}@{count_label(n)}"
         return Metric(key, kind, metric.to(self.device), n, protocol)
+
+    def _example(self) -> torch.Tensor:
+        """Two real images, to size a user extractor's output."""
+        return torch.stack([self.dataset[i][0] for i in range(min(2, len(self.dataset)))])
 
     def _build_lpips(self, cfg, n: int) -> Metric:
         try:
