@@ -86,7 +86,7 @@ def test_inception_and_lpips_skip_with_what_to_provide_when_unavailable(tmp_path
     except Exception:
         lpips_here = False
     notes = []
-    s = suite({"fid": {"kind": "fid", "num_samples": 10, "extractor": "inception"},
+    suite({"fid": {"kind": "fid", "num_samples": 10, "extractor": "inception"},
                "lpips": {"kind": "lpips", "num_samples": 10, "net": "alex"}}, DigitsDataset(), notes=notes)
     assert len(notes) == 2 - lpips_here and all("\n" not in n for n in notes)
     assert "metric fid skipped" in notes[0] and "weights-inception-2015-12-05-6726825d.pth" in notes[0]
