@@ -44,6 +44,8 @@ def test_train_eval_sample(run, tmp_path):
     lines = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
     assert [rec["step"] for rec in lines] == [1, 2]
     assert "loss/d" in lines[0] and "fid/digits_lenet@32" in lines[-1]
+    # the value a sweeper gets: the best FID over the run's evaluations (one here)
+    assert f"objective fid: best {lines[-1]['fid/digits_lenet@32']:.6g}" in res.out + res.err
 
     eval_dir = tmp_path / "eval"
     ckpt = train_dir / "checkpoints" / "last.pt"

@@ -283,3 +283,22 @@ def test_ema_decay_starts_ramps_up_and_caps():
     assert ema_beta(0.999, 90, rampup=True) == pytest.approx(0.91)
     assert ema_beta(0.999, 100_000, rampup=True) == 0.999
     assert ema_beta(0.999, 110, start=100, rampup=True) == pytest.approx(11 / 20)
+
+
+def test_best_metrics_follow_each_metrics_direction():
+    from genexp.commands.train import objective
+    from genexp.metrics.suite import best_of
+
+    evals = [{"fid/digits_lenet@2k": 30.0, "is/digits_lenet@2k": 5.0, "is_std/digits_lenet@2k": 0.1,
+              "modes/captured@2.5k": 6.0, "modes/reverse_kl@2.5k": 0.5},
+             {"fid/digits_lenet@2k": 20.0, "is/digits_lenet@2k": 4.0, "is_std/digits_lenet@2k": 0.3,
+              "modes/captured@2.5k": 8.0, "modes/reverse_kl@2.5k": 0.7},
+             {"fid/digits_lenet@2k": 25.0, "is/digits_lenet@2k": 4.5, "is_std/digits_lenet@2k": 0.2,
+              "modes/captured@2.5k": 7.0, "modes/reverse_kl@2.5k": 0.6}]
+    best = {}
+    for e in evals:
+        best = best_of(best, e)
+    assert best == {"fid/digits_lenet@2k": 20.0, "is/digits_lenet@2k": 5.0, "modes/captured@2.5k": 8.0,
+                    "modes/reverse_kl@2.5k": 0.5}
+    assert objective(best, "fid") == 20.0 and objective(best, "modes/captured") == 8.0
+    assert objective(best, "is") == 5.0 and objective(best, None) is None and objective(best, "kid") is None

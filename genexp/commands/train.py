@@ -50,19 +50,23 @@ def run(cfg: DictConfig) -> float | None:
                   if any(True for _ in m.parameters()) and k != "G_ema"}
         console.info(f"run dir {out} | {cfg.model.name} on {cfg.data.name} with {cfg.loss.name} | {device} | "
                      + ", ".join(f"{k} {v / 1e6:.2f}M params" for k, v in params.items()))
-        metrics = trainer.fit()
+        trainer.fit()
     finally:
         logger.close()
     console.info(f"done: {out}/checkpoints/last.pt")
-    return objective(metrics, cfg.trainer.get("objective"))
+    value = objective(trainer.best_metrics, cfg.trainer.get("objective"))
+    if value is not None:
+        console.info(f"objective {cfg.trainer.objective}: best {value:.6g} over the run's evaluations")
+    return value
 
 
-def objective(metrics: dict[str, float], prefix: str | None) -> float | None:
-    """The value a Hydra sweeper (e.g. Optuna) optimises: the first metric under ``prefix``."""
-    if not prefix:
+def objective(best: dict[str, float], name: str | None) -> float | None:
+    """The value a Hydra sweeper (e.g. Optuna) optimises: the run's best value of the first metric
+    named ``name`` (a kind such as ``fid``, or a key such as ``modes/captured``)."""
+    if not name:
         return None
-    for key, value in metrics.items():
-        if key.split("/", 1)[0] == prefix:
+    for key, value in best.items():
+        if key.split("/", 1)[0] == name or key.split("@", 1)[0] == name:
             return value
     return None
 

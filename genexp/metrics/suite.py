@@ -24,6 +24,10 @@ POINT_METRICS = ("modes",)
 REAL_SIDE = ("fid", "kid", "pr")  # metrics that compare against real-data statistics
 STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear"}
 
+# Metrics where more is better (by key name before '@'); every other is better when lower.
+HIGHER_IS_BETTER = ("is/", "precision/", "recall/", "lpips_diversity/", "modes/captured", "modes/hq_percent",
+                    "stacked/modes")
+
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 
 
@@ -257,6 +261,19 @@ class MetricSuite:
     def protocol(self) -> dict:
         return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
                 for m in self.metrics}
+
+
+def better(key: str, new: float, old: float) -> bool:
+    return new > old if key.startswith(HIGHER_IS_BETTER) else new < old
+
+
+def best_of(best: dict[str, float], latest: dict[str, float]) -> dict[str, float]:
+    """Each metric's best value so far; spreads (``*_std/``) are not metrics to optimise."""
+    out = dict(best)
+    for key, value in latest.items():
+        if "_std/" not in key and (key not in out or better(key, value, out[key])):
+            out[key] = value
+    return out
 
 
 def rgb(x: torch.Tensor) -> torch.Tensor:

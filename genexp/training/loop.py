@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from genexp.data.loader import InfiniteLoader
 from genexp.logger import Console, RunLogger
 from genexp.methods.base import Method
-from genexp.metrics.suite import MetricSuite
+from genexp.metrics.suite import MetricSuite, best_of
 from genexp.training.checkpoint import save_checkpoint
 from genexp.training.runtime import rng_state, set_rng_state
 from genexp.viz import picture, save_png
@@ -35,10 +35,12 @@ class Trainer:
         self.meta = meta or {}  # config and overrides, stored in every checkpoint
         self.step = 0
         self.last_metrics: dict[str, float] = {}
+        self.best_metrics: dict[str, float] = {}  # each metric's best value over the run's evaluations
 
     def state(self) -> dict:
         return {"step": self.step, "method": self.method.state_dict_all(), "data": self.loader.state_dict(),
-                "rng": rng_state(), "last_metrics": dict(self.last_metrics), **self.meta}
+                "rng": rng_state(), "last_metrics": dict(self.last_metrics),
+                "best_metrics": dict(self.best_metrics), **self.meta}
 
     def restore(self, ckpt: dict) -> None:
         self.method.load_state_dict_all(ckpt["method"])
@@ -46,6 +48,7 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
         self.last_metrics = dict(ckpt.get("last_metrics", {}))
+        self.best_metrics = dict(ckpt.get("best_metrics", {}))
 
     def fit(self) -> dict[str, float]:
         cfg, max_steps = self.cfg, int(self.cfg.max_steps)
@@ -71,6 +74,7 @@ class Trainer:
                     self.sample_grid()
                 if self.suite and due(self.step, cfg.eval_every, last):
                     self.last_metrics = self.evaluate()
+                    self.best_metrics = best_of(self.best_metrics, self.last_metrics)
                     logged.update(self.last_metrics)
                 if logged:
                     self.logger.log(self.step, logged)
