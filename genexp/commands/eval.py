@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()
-    results = suite.compute(sample, seed=int(cfg.seed))
+    results = suite.compute(sample, seed=int(cfg.seed), model=source.pop("model", None))
     console.table(source.pop("title"), results)
     record = {
         **source, "metrics": results,
@@ -75,7 +75,7 @@ def from_checkpoint(cfg: DictConfig, device: torch.device) -> tuple[SampleFn, Di
                         f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
     ema = bool(cfg.ema)
     source = {"title": f"{cfg.ckpt} (step {ckpt['step']})", "ckpt": str(cfg.ckpt), "step": int(ckpt["step"]),
-              "protocol": {"ema": ema}}
+              "protocol": {"ema": ema}, "model": (method, ema)}
     return (lambda n, g: method.sample(n, generator=g, ema=ema)), data_cfg, cfg.get("n"), source
 
 

@@ -95,6 +95,15 @@ class GAN(Method):
         return total
 
     @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
+        """Images for given latents (perceptual path length walks them)."""
+        G = self.G_ema if ema else self.G
+        was_training = G.training
+        G.eval()
+        out = G(z, labels)
+        G.train(was_training)
+        return out
+
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
                batch_size: int = 256, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A conditional G draws ``labels`` (default: the classes in turn, 0, 1, ..., K-1, 0, ...)."""

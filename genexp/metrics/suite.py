@@ -95,8 +95,10 @@ class MetricSuite:
                           {"num_fake": n, "classifier": ident, "modes": 1000})
         if kind == "lpips":
             return self._build_lpips(cfg, n)
+        if kind == "ppl":
+            return self._build_ppl(cfg, n)
         if kind not in ("fid", "kid", "is", "pr"):
-            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr or lpips")
+            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr, lpips or ppl")
         extractor_name = resolve_name(cfg.get("extractor", "auto"), self.data_cfg.name)
         output = "logits" if kind == "is" else "features"
         module, ident = build_extractor(extractor_name, output, cfg.get("weights"), cfg.get("resize"),
@@ -146,6 +148,29 @@ class MetricSuite:
         key = f"lpips_diversity/{cfg.get('net', 'alex')}@{count_label(n)}"
         return Metric(key, "lpips", metric.to(self.device), n, {"pairs": n // 2, "net": cfg.get("net", "alex")})
 
+    def _build_ppl(self, cfg, n: int) -> Metric:
+        from genexp.metrics.ppl import LPIPS_NETS, FeatureDistance, build_lpips
+
+        sim = cfg.get("sim", "vgg")
+        if isinstance(sim, str) and sim in LPIPS_NETS:
+            try:
+                net = build_lpips(sim, cfg.get("lpips_resize"))
+            except Exception as exc:
+                raise MetricUnavailable(f"PPL with LPIPS-{sim} needs torchvision and its {sim} weights "
+                                        f"({type(exc).__name__}): pip install 'genexp[gpu]' where torchvision "
+                                        "matches torch, or metrics.ppl.sim=digits_lenet|mnist_lenet|inception "
+                                        "for a feature-space distance") from None
+            ident = {"name": f"lpips_{sim}", "resize": cfg.get("lpips_resize")}
+        else:
+            module, ident = build_extractor(resolve_name(sim, self.data_cfg.name), "features", cfg.get("weights"),
+                                            cfg.get("resize"), bool(cfg.get("download", True)), self._example())
+            net = FeatureDistance(module)
+        protocol = {"paths": n, "distance": ident, "epsilon": float(cfg.epsilon),
+                    "interpolation": str(cfg.interpolation), "space": "z",
+                    "discard": [float(cfg.lower_discard), float(cfg.upper_discard)]}
+        key = f"ppl/{ident['name']}@{count_label(n)}"
+        return Metric(key, "ppl", net.to(self.device), n, protocol)
+
     def __bool__(self) -> bool:
         return bool(self.metrics)
 
@@ -189,8 +214,10 @@ class MetricSuite:
                 if start < taken:
                     m.metric.update(x[: taken - start], real=True)
 
-    def compute(self, sample_fn: SampleFn, seed: int = 0) -> dict[str, float]:
+    def compute(self, sample_fn: SampleFn, seed: int = 0, model=None) -> dict[str, float]:
         """Generate max(num_samples) fakes in batches (latents from ``seed``) and score them.
+        ``model``: (method, ema) when the samples come from a generator, for the metrics that walk
+        its latent space (ppl); without it they are skipped.
 
         KID and IS draw random subsets from torch's global RNG: it is forked and seeded
         here, so a result does not depend on when it is computed, and a training run's
@@ -200,7 +227,28 @@ class MetricSuite:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            return self._compute(sample_fn, seed)
+            results = self._compute(sample_fn, seed)
+            results.update(self._path_lengths(model, seed))
+            return results
+
+    def _path_lengths(self, model, seed: int) -> dict[str, float]:
+        from genexp.metrics.ppl import path_length
+
+        results = {}
+        for m in (m for m in self.metrics if m.kind == "ppl"):
+            if model is None or not hasattr(model[0], "decode"):
+                if m.key not in self.skipped:
+                    why = "it walks a generator's latent space: evaluate a checkpoint, not images"
+                    self.skipped[m.key] = why
+                    self.note(f"metric {m.key} skipped: {why}")
+                continue
+            p = m.protocol
+            mean, std = path_length(model[0], model[1], m.metric, m.num_samples, p["epsilon"], p["interpolation"],
+                                    p["discard"][0], p["discard"][1], torch.Generator().manual_seed(seed + 1),
+                                    self.device)
+            results[m.key] = mean
+            results[m.key.replace("/", "_std/", 1)] = std
+        return results
 
     def _compute(self, sample_fn: SampleFn, seed: int) -> dict[str, float]:
         self.prepare_reference()
@@ -208,13 +256,16 @@ class MetricSuite:
             if hasattr(m.metric, "reset"):  # torchmetrics state; the classifier-only metrics keep none
                 m.metric.reset()
         g = torch.Generator().manual_seed(seed)
-        total = max(m.num_samples for m in self.metrics)
+        sampled = [m for m in self.metrics if m.kind != "ppl"]
+        if not sampled:
+            return {}
+        total = max(m.num_samples for m in sampled)
         lpips_pending: torch.Tensor | None = None
         points: list[torch.Tensor] = []
         stacked: list[torch.Tensor] = []
         for start in range(0, total, self.batch_size):
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
-            for m in self.metrics:
+            for m in sampled:
                 part = fake[: max(0, m.num_samples - start)]
                 if len(part) == 0:
                     continue
@@ -235,7 +286,7 @@ class MetricSuite:
                 else:
                     m.metric.update(part, real=False)
         results: dict[str, float] = {}
-        for m in self.metrics:
+        for m in sampled:
             if m.kind == "stacked_modes":
                 stats = stacked_mode_statistics(torch.cat(stacked)[: m.num_samples])
                 at = m.key.split("@", 1)[1]

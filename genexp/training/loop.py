@@ -94,7 +94,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         self.method.eval()
         start = time.perf_counter()
-        results = self.suite.compute(lambda n, g: self.method.sample(n, generator=g), seed=int(self.cfg.seed))
+        results = self.suite.compute(lambda n, g: self.method.sample(n, generator=g), seed=int(self.cfg.seed),
+                                     model=(self.method, True))
         self.method.train()
         self.console.table(f"step {self.step} ({time.perf_counter() - start:.1f}s)", results)
         return results

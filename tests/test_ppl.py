@@ -1,0 +1,107 @@
+"""Perceptual path length: the number against a by-hand reference, and where it can and cannot run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from genexp.data.digits import DigitsDataset
+from genexp.metrics.suite import MetricSuite
+
+from .conftest import TINY
+from .test_eval_images import metrics_of, torch_rand, write_pngs
+
+DATA_CFG = OmegaConf.create({"name": "digits", "kind": "image"})
+
+
+class LinearGenerator(torch.nn.Module):
+    """A method-shaped stand-in: G(z) = tanh(W z) as 1x4x4 images."""
+
+    num_classes = 0
+    z_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(16, 3, generator=torch.Generator().manual_seed(1)))
+
+    def latents(self, n, dim, generator):
+        return torch.randn(n, dim, generator=generator)
+
+    def decode(self, z, labels=None, ema=True):
+        return torch.tanh(z @ self.W.T).view(-1, 1, 4, 4)
+
+
+def ppl_cfg(**kw):
+    base = {"kind": "ppl", "num_samples": 50, "epsilon": 1e-2, "interpolation": "lerp", "lower_discard": 0.0,
+            "upper_discard": 1.0, "sim": {"_target_": "torch.nn.Flatten"}}
+    return OmegaConf.create({"ppl": {**base, **kw}})
+
+
+def test_ppl_equals_the_definition_on_a_known_generator():
+    G = LinearGenerator()
+    s = MetricSuite(ppl_cfg(), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), print)
+    result = s.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=5, model=(G, True))
+    # by hand: the same latent pairs (the suite draws them from seed + 1), images as flat vectors,
+    # d = |a/|a| - b/|b||^2 between the two ends of an eps-step, divided by eps^2
+    g = torch.Generator().manual_seed(6)
+    z1, z2 = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g)
+    eps = 1e-2
+    with torch.no_grad():
+        a = G.decode(z1).flatten(1)
+        b = G.decode(z1 + eps * (z2 - z1)).flatten(1)
+    d = ((a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)) ** 2).sum(1) / eps**2
+    key = "ppl/Flatten@50"
+    assert result[key] == pytest.approx(float(d.mean()), rel=1e-4)
+    assert result[key.replace("ppl/", "ppl_std/")] == pytest.approx(float(d.std()), rel=1e-3)
+
+
+def test_ppl_discards_the_extremes_and_a_constant_generator_scores_zero():
+    class Constant(LinearGenerator):
+        def decode(self, z, labels=None, ema=True):
+            return torch.ones(len(z), 1, 4, 4)
+
+    s = MetricSuite(ppl_cfg(), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), print)
+    assert s.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0, model=(Constant(), True))["ppl/Flatten@50"] == 0
+    full = MetricSuite(ppl_cfg(), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), print)
+    trimmed = MetricSuite(ppl_cfg(lower_discard=0.1, upper_discard=0.9), DigitsDataset(resolution=4), DATA_CFG,
+                          torch.device("cpu"), print)
+    G = LinearGenerator()
+    a = full.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0, model=(G, True))
+    b = trimmed.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0, model=(G, True))
+    assert b["ppl_std/Flatten@50"] < a["ppl_std/Flatten@50"]
+
+
+def test_ppl_needs_a_generator_and_lpips_says_what_to_install():
+    notes = []
+    s = MetricSuite(ppl_cfg(), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), notes.append)
+    assert s.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0) == {}
+    assert len(notes) == 1 and "evaluate a checkpoint, not images" in notes[0]
+    try:
+        import torchvision  # noqa: F401
+        pytest.skip("torchvision is installed here")
+    except Exception:
+        pass
+    notes = []
+    MetricSuite(ppl_cfg(sim="vgg"), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), notes.append)
+    assert len(notes) == 1 and "genexp[gpu]" in notes[0] and "metrics.ppl.sim=digits_lenet" in notes[0]
+
+
+def test_ppl_of_a_checkpoint_with_the_digits_classifier(run, tmp_path):
+    res = run("train", *TINY, f"hydra.run.dir={tmp_path / 't'}")
+    assert res.code == 0, res
+    ckpt = tmp_path / "t/checkpoints/last.pt"
+    res = run("eval", f"ckpt={ckpt}", "metrics=[ppl]", "metrics.ppl.sim=auto", "n=40", "trainer.progress=plain",
+              f"hydra.run.dir={tmp_path / 'e'}")
+    assert res.code == 0, res
+    record = metrics_of(tmp_path / "e")
+    assert math.isfinite(record["metrics"]["ppl/digits_lenet@40"]) and record["metrics"]["ppl/digits_lenet@40"] > 0
+    assert record["protocol"]["metrics"]["ppl/digits_lenet@40"]["interpolation"] == "slerp_any"
+    # images on disk have no latent space: skipped in one line, and nothing else was chosen
+    folder = write_pngs(tmp_path / "fake", torch_rand(8))
+    res = run("eval", f"fake={folder}", "data=digits", "metrics=[ppl,fid]", "metrics.ppl.sim=auto",
+              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'f'}")
+    assert res.code == 0, res
+    assert "ppl/digits_lenet@8 skipped" in res.out + res.err
