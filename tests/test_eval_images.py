@@ -87,3 +87,14 @@ def test_stats_only_fills_the_cache_that_a_later_eval_reads(run, tmp_path):
     assert sorted((tmp_path / "cache" / "stats").iterdir()) == files  # nothing new computed
     line = one_error_line(run("eval", "stats_only=true", f"hydra.run.dir={tmp_path / 'x'}", env=env))
     assert "add data=" in line
+
+
+def test_paired_lpips_needs_originals_named_like_the_reconstructions(run, tmp_path):
+    originals = write_pngs(tmp_path / "orig", torch_rand(4))
+    recon = write_pngs(tmp_path / "recon", torch_rand(4), start=1)  # img00001 .. : names do not match
+    common = ["metrics=[lpips]", "metrics.lpips.mode=paired", "trainer.progress=plain", f"fake={recon}"]
+    line = one_error_line(run("eval", "data=images", f"data.path={originals}", "data.resolution=16",
+                              "data.channels=1", *common, f"hydra.run.dir={tmp_path / 'a'}"))
+    assert "pairs images by name" in line and "img00001.png meets img00000.png" in line
+    line = one_error_line(run("eval", "data=digits", *common, f"hydra.run.dir={tmp_path / 'b'}"))
+    assert "pass the originals as data=images" in line

@@ -232,3 +232,32 @@ def test_an_unwritable_cache_is_one_note_and_the_evaluation_goes_on(tmp_path):
     result = cached_suite(tmp_path, data, metrics={"fid": CACHED["fid"]}, notes=notes).compute(from_data(data))
     assert "fid/digits_lenet@300" in result
     assert len(notes) == 1 and notes[0].startswith("reference statistics not cached")
+
+
+def test_paired_lpips_compares_each_image_with_its_original(monkeypatch):
+    """The pairing, with torchmetrics' MSE standing in for LPIPS (which needs torchvision)."""
+    from torchmetrics import MeanSquaredError
+
+    import genexp.metrics.suite as suite_module
+
+    monkeypatch.setattr(suite_module, "lpips_metric", lambda net: MeanSquaredError())
+    data = DigitsDataset(resolution=16)
+    cfg = {"lpips": {"kind": "lpips", "mode": "paired", "num_samples": 300, "net": "alex"}}
+    position = {"i": 0}
+
+    def in_order(shift):
+        def sample(n, g):
+            i = position["i"]
+            position["i"] += n
+            return data.x[(torch.arange(i, i + n) + shift) % len(data)]
+        return sample
+
+    s = suite(cfg, data)
+    exact = s.compute(in_order(0))
+    position["i"] = 0
+    shifted = s.compute(in_order(1))
+    assert exact == {"lpips_recon/alex@300": 0.0}
+    assert shifted["lpips_recon/alex@300"] > 0.05
+    with pytest.raises(Exception, match="mode=sideways"):
+        suite_module.MetricSuite(OmegaConf.create({"lpips": {**cfg["lpips"], "mode": "sideways"}}), data, DATA_CFG,
+                                 torch.device("cpu"), lambda line: (_ for _ in ()).throw(ValueError(line)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import PurePosixPath
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +31,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     else:
         sample, data_cfg, n, source = from_checkpoint(cfg, device)
     dataset = build_dataset(data_cfg)
+    if cfg.get("fake"):
+        check_pairs(cfg, dataset, source.pop("files"), n)
     suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=n,
                         chosen=metrics_chosen(), cache_dir=cache_dir())
     if not suite:
@@ -104,5 +107,21 @@ def from_images(cfg: DictConfig) -> tuple[SampleFn, DictConfig, int, dict]:
         return batch
 
     source = {"title": f"{cfg.fake} ({n} images)", "fake": str(cfg.fake), "count": n,
-              "protocol": {"fake_order": "file names, sorted"}}
+              "protocol": {"fake_order": "file names, sorted"}, "files": fakes.files[:n]}
     return sample, data_cfg, n, source
+
+
+def check_pairs(cfg: DictConfig, dataset, fake_files: list[str], n: int) -> None:
+    """Paired LPIPS compares each generated image with the real one of the same name (any extension)."""
+    if not any(c.get("kind", k) == "lpips" and c.get("mode") == "paired" for k, c in cfg.metrics.items()):
+        return
+    real_files = getattr(dataset, "files", None)
+    if real_files is None:
+        raise UserError("metrics.lpips.mode=paired compares reconstructions with their originals: "
+                        "pass the originals as data=images data.path=<folder or zip>")
+    if len(real_files) < n:
+        raise UserError(f"metrics.lpips.mode=paired: {n} generated images but {len(real_files)} originals")
+    for fake, real in zip(fake_files, real_files):
+        if PurePosixPath(fake).stem != PurePosixPath(real).stem:
+            raise UserError(f"metrics.lpips.mode=paired pairs images by name, and {fake} meets {real}: "
+                            "name each reconstruction after its original")

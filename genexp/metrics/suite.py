@@ -138,15 +138,21 @@ class MetricSuite:
         return torch.stack([self.dataset[i][0] for i in range(min(2, len(self.dataset)))])
 
     def _build_lpips(self, cfg, n: int) -> Metric:
+        net, mode = cfg.get("net", "alex"), cfg.get("mode", "diversity")
+        if mode not in ("diversity", "paired"):
+            raise MetricUnavailable(f"metrics.lpips.mode={mode}: use diversity (pairs of samples) or paired "
+                                    "(the i-th generated image against the i-th real one)")
         try:
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            metric = LearnedPerceptualImagePatchSimilarity(net_type=cfg.get("net", "alex"))
+            metric = lpips_metric(net)
         except Exception as exc:
             raise MetricUnavailable(f"LPIPS needs torchvision and its backbone weights ({type(exc).__name__}): "
                                     "pip install 'genexp[gpu]' where torchvision matches torch") from None
-        key = f"lpips_diversity/{cfg.get('net', 'alex')}@{count_label(n)}"
-        return Metric(key, "lpips", metric.to(self.device), n, {"pairs": n // 2, "net": cfg.get("net", "alex")})
+        if mode == "paired":
+            n = min(n, len(self.dataset))
+            return Metric(f"lpips_recon/{net}@{count_label(n)}", "lpips", metric.to(self.device), n,
+                          {"mode": mode, "pairs": n, "net": net, "order": "real and generated in index order"})
+        return Metric(f"lpips_diversity/{net}@{count_label(n)}", "lpips", metric.to(self.device), n,
+                      {"mode": mode, "pairs": n // 2, "net": net})
 
     def _build_ppl(self, cfg, n: int) -> Metric:
         from genexp.metrics.ppl import LPIPS_NETS, FeatureDistance, build_lpips
@@ -274,6 +280,9 @@ class MetricSuite:
                 elif m.kind == "stacked_modes":  # each channel is a digit: mode = 100 a + 10 b + c
                     digits = m.metric(part.reshape(-1, 1, *part.shape[2:])).argmax(1).view(len(part), 3)
                     stacked.append((digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1).cpu())
+                elif m.kind == "lpips" and m.protocol["mode"] == "paired":  # reconstructions of the reals
+                    real = torch.stack([self.dataset[i][0] for i in range(start, start + len(part))])
+                    m.metric.update(rgb(part).clamp(-1, 1), rgb(real.to(self.device)).clamp(-1, 1))
                 elif m.kind == "lpips":
                     lpips_pending = part if lpips_pending is None else torch.cat([lpips_pending, part])
                     pairs = len(lpips_pending) // 2 * 2
@@ -312,6 +321,13 @@ class MetricSuite:
     def protocol(self) -> dict:
         return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
                 for m in self.metrics}
+
+
+def lpips_metric(net: str):
+    """torchmetrics' LPIPS on images in [-1, 1], mean over the pairs it is given."""
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    return LearnedPerceptualImagePatchSimilarity(net_type=net)
 
 
 def better(key: str, new: float, old: float) -> bool:
