@@ -36,11 +36,13 @@ test: install ## the fast test suite (under 10 minutes on 2 cores)
 test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: install ## benchmarks: training-loop overhead vs a bare loop, demo wall time and memory
+bench: install ## benchmarks: training-loop overhead, demo time and memory; metric extractors, memory, cache
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
+	$(BIN)/python scripts/bench_metrics.py
 
 bench-modes: install ## mode-collapse tables: ring/grid best config, every objective, Stacked MNIST (hours on CPU)
-	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 8000 --decay linear --losses ns --experiments ring_mlp,grid_mlp
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 8000 --decay linear --losses lsgan --experiments ring_mlp
+	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 12000 --decay linear --losses ns --experiments grid_mlp
 	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000 --experiments ring_mlp
 	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 3000 --losses ns --experiments grid_mlp,ring_pacgan,grid_pacgan
 	$(BIN)/python scripts/bench_modes.py --seeds $(STACKED_SEEDS) --steps $(STACKED_STEPS) --losses ns \

@@ -15,11 +15,13 @@ from genexp.data import build_dataset
 from genexp.errors import UserError
 from genexp.logger import Console
 from genexp.metrics.cache import cache_dir
+from genexp.metrics.heap import fix_mmap_threshold
 from genexp.metrics.suite import MetricSuite, SampleFn
 from genexp.training.runtime import resolve_device
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    fix_mmap_threshold()  # flat memory as the sample count grows (metrics/heap.py)
     console = Console(cfg.trainer.progress)
     device = resolve_device(cfg.trainer.device)
     if not cfg.get("metrics"):
