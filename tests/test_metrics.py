@@ -215,8 +215,10 @@ def test_a_changed_key_misses_the_cache_and_a_broken_file_is_rebuilt(tmp_path):
     cached_suite(tmp_path, data32, cfg32, metrics=fid).compute(from_data(data32), seed=0)
     fewer = {"fid": {**CACHED["fid"], "num_samples": 200}}
     cached_suite(tmp_path, data16, metrics=fewer).compute(from_data(data16), seed=0)
+    box = {"fid": {**CACHED["fid"], "resize": "box"}}  # the extractor's resize filter
+    cached_suite(tmp_path, data16, metrics=box).compute(from_data(data16), seed=0)
     files = sorted((tmp_path / "stats").iterdir())
-    assert len(files) == 3  # resolution and sample count are part of the key
+    assert len(files) == 4  # resolution, sample count and resize filter are part of the key
     for f in files:
         f.write_bytes(b"not a checkpoint")
     again = cached_suite(tmp_path, data16, metrics=fid).compute(from_data(data16), seed=0)
