@@ -194,3 +194,23 @@ def test_eval_with_inception_from_a_path_records_the_protocol(run, inception_fil
     key = "fid/inception-bicubic@24"
     assert math.isfinite(record["metrics"][key]), record
     assert record["protocol"]["metrics"][key]["extractor"]["resize"] == "bicubic"
+
+
+def test_inception_is_bit_exact_with_torch_fidelity(inception_file, tmp_path):
+    """Where torch-fidelity imports (the gpu extra), its extractor and ours agree exactly on the same
+    weights, resize included. Without the extra: PYTHONPATH=<unpacked torch-fidelity wheel> works too."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except Exception:
+        pytest.skip("torch-fidelity does not import here")
+    state = torch.load(inception_file, weights_only=True)
+    plain = tmp_path / "plain.pth"  # torch-fidelity loads strictly: no auxiliary head
+    torch.save({k: v for k, v in state.items() if not k.startswith("AuxLogits")}, plain)
+    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                         feature_extractor_weights_path=str(plain))
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        features, logits = theirs(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+    ours_f, _ = build_extractor("inception", "features", weights=str(plain))
+    ours_l, _ = build_extractor("inception", "logits", weights=str(plain))
+    assert torch.equal(ours_f(x), features) and torch.equal(ours_l(x), logits)

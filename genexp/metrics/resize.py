@@ -42,9 +42,10 @@ def tf1_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
     coords = []
     for dim in (-2, -1):
         n = x.shape[dim]
-        src = torch.arange(size, dtype=torch.float64, device=x.device) * (n / size)
-        lo = src.floor().long().clamp_max(n - 1)
-        coords.append((lo, (lo + 1).clamp_max(n - 1), (src - lo).to(x.dtype)))
+        # float32 coordinates, as TF computes them: float64 would move pixels by up to 4e-4 of 255
+        src = torch.arange(size, dtype=torch.float32, device=x.device) * torch.tensor(n / size, dtype=torch.float32)
+        lo = src.long().clamp_max(n - 1)
+        coords.append((lo, (lo + 1).clamp_max(n - 1), (src - lo.float()).to(x.dtype)))
     (ylo, yhi, dy), (xlo, xhi, dx) = coords
     rows_lo, rows_hi = x[..., ylo, :], x[..., yhi, :]
     for rows in (rows_lo, rows_hi):
