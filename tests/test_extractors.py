@@ -214,3 +214,23 @@ def test_inception_is_bit_exact_with_torch_fidelity(inception_file, tmp_path):
     ours_f, _ = build_extractor("inception", "features", weights=str(plain))
     ours_l, _ = build_extractor("inception", "logits", weights=str(plain))
     assert torch.equal(ours_f(x), features) and torch.equal(ours_l(x), logits)
+
+
+def test_inception_download_lands_in_torch_hub_cache(inception_file, tmp_path, monkeypatch):
+    """Online and without a path: fetched once into torch hub's cache (a file:// URL stands in for
+    the release URL), atomically, and used from there."""
+    from genexp.metrics import inception
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(inception, "WEIGHTS_URL", inception_file.as_uri())
+    monkeypatch.setenv("GENEXP_OFFLINE", "0")
+    net, ident = build_extractor("inception", "features")
+    cached = tmp_path / "hub" / "checkpoints" / inception.WEIGHTS_FILE
+    assert cached.read_bytes() == inception_file.read_bytes() and not list(cached.parent.glob("*.part"))
+    assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 2048)
+    # a failed download leaves nothing behind and says where to get the file
+    cached.unlink()
+    monkeypatch.setattr(inception, "WEIGHTS_URL", (tmp_path / "missing.pth").as_uri())
+    with pytest.raises(MetricUnavailable, match="could not be downloaded"):
+        build_extractor("inception", "features")
+    assert not list(cached.parent.iterdir())
