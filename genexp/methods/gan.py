@@ -104,6 +104,7 @@ class GAN(Method):
         G.train(was_training)
         return out
 
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool = True,
                batch_size: int = 256, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A conditional G draws ``labels`` (default: the classes in turn, 0, 1, ..., K-1, 0, ...)."""
