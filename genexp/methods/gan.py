@@ -13,6 +13,7 @@ from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
 from genexp.methods.ema import ema_beta, update_ema
 from genexp.models.layers import pack_samples
+from genexp.optim.build import build_optimizer
 
 
 class GAN(Method):
@@ -32,8 +33,8 @@ class GAN(Method):
         self.d_constraints = [instantiate(cfg) for cfg in (loss.get("d_constraints") or {}).values()]
         self.d_steps = int(loss.get("d_steps", 1))
         self.ema_beta, self.ema_start, self.ema_rampup = float(ema_beta), int(ema_start), bool(ema_rampup)
-        self.optimizers = {"G": instantiate(optim.generator)(params=self.G.parameters()),
-                           "D": instantiate(optim.discriminator)(params=self.D.parameters())}
+        self.optimizers = {"G": build_optimizer(optim.generator, self.G.parameters()),
+                           "D": build_optimizer(optim.discriminator, self.D.parameters())}
         self.d_steps_done = 0  # a Python int: reading a device tensor each step would sync the GPU
 
     def get_extra_state(self) -> dict:

@@ -1,0 +1,175 @@
+"""StyleGAN2: parameter counts against the official ones, shapes, and the paper's normalisations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genexp.models.stylegan2 import (
+    Conv2dLayer,
+    Discriminator,
+    FullyConnected,
+    Generator,
+    make_filter,
+    modulated_conv2d,
+    upfirdn2d,
+    upsample2d,
+)
+
+from .conftest import compose
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def small_g(**kw) -> Generator:
+    args = dict(z_dim=32, w_dim=32, resolution=16, channels=3, mapping_layers=2, channel_base=512, channel_max=32)
+    return Generator(**{**args, **kw})
+
+
+# Totals printed by the official code's module summaries (parameters only, buffers apart):
+# (resolution, channel_base, mapping layers, D architecture, G total, D total or None).
+PRINTED = [
+    # stylegan2-ada-pytorch --cfg=auto at 1024 (map 2), as pasted in a user's README of a training run
+    (1024, 32768, 2, "resnet", 28_794_124, 29_012_513),
+    # stylegan2-ada-pytorch at 32x32, 8 mapping layers, resnet D, channel_base 32768
+    (32, 32768, 8, "resnet", 21_523_475, 21_507_073),
+    # TF stylegan2-ada print_layers at 256x256, map 2, fmaps 0.5 (generator only)
+    (256, 16384, 2, "resnet", 23_191_522, None),
+]
+
+
+@pytest.mark.parametrize("resolution,base,mapping,arch,g_total,d_total", PRINTED)
+def test_parameter_totals_equal_the_official_printouts(resolution, base, mapping, arch, g_total, d_total):
+    G = Generator(resolution=resolution, channel_base=base, mapping_layers=mapping)
+    assert count(G) == g_total
+    if d_total is not None:
+        assert count(Discriminator(resolution=resolution, channel_base=base, architecture=arch)) == d_total
+
+
+def test_config_f_at_1024_has_the_official_parameter_counts():
+    """Config F (--cfg=stylegan2, 8 mapping layers) at 1024x1024: the printed map-2 total plus six
+    262,656-parameter mapping layers; per-layer counts as the official summaries print them."""
+    G = Generator(resolution=1024)
+    assert count(G) == 28_794_124 + 6 * 262_656 == 30_370_060
+    assert count(G.mapping.fc0) == 262_656
+    assert count(G.synthesis.b4.conv1) == 2_622_465 and count(G.synthesis.b4.torgb) == 264_195
+    assert G.synthesis.b4.const.numel() == 8_192 and G.num_ws == 18
+    # synthesis.b128.conv0 (512 -> 256, upsampling) and b256 (256 -> 128), as printed by the official summary
+    assert count(G.synthesis.b128.conv0) == 1_442_561 and count(G.synthesis.b128.conv1) == 721_409
+    assert count(G.synthesis.b256.conv0) == 426_369 and count(G.synthesis.b256.torgb) == 66_051
+    D = Discriminator(resolution=1024)
+    # b1024: fromrgb 128, conv0 9,248, conv1 18,496, skip 2,048; b64.skip 262,144; b64.conv0 2,359,808
+    assert [count(getattr(D.b1024, n)) for n in ("fromrgb", "conv0", "conv1", "skip")] == [128, 9_248, 18_496, 2_048]
+    assert count(D.b64.skip) == 262_144 and count(D.b64.conv0) == 2_359_808
+    assert [count(getattr(D.b4, n)) for n in ("conv", "fc", "out")] == [2_364_416, 4_194_816, 513]
+    assert [count(getattr(G.synthesis.b512, n)) for n in ("conv0", "conv1", "torgb")] == [139_457, 69_761, 33_027]
+    assert [count(getattr(G.synthesis.b1024, n)) for n in ("conv0", "conv1", "torgb")] == [51_297, 25_665, 16_515]
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 32, 64])
+def test_shapes_and_style_count_at_each_resolution(resolution):
+    G = small_g(resolution=resolution)
+    D = Discriminator(resolution=resolution, channel_base=512, channel_max=32, mbstd_group=2)
+    assert G.num_ws == 2 * int(math.log2(resolution)) - 2
+    x = G(torch.randn(4, 32))
+    assert x.shape == (4, 3, resolution, resolution) and torch.isfinite(x).all()
+    assert D(x).shape == (4,)
+
+
+def test_channel_counts_follow_base_and_max():
+    G = Generator(resolution=256, channel_base=16384, channel_max=512, mapping_layers=2)
+    widths = {r: getattr(G.synthesis, f"b{r}").conv1.weight.shape[0] for r in G.synthesis.resolutions}
+    assert widths == {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64}
+
+
+def test_equalised_learning_rate_keeps_unit_variance():
+    torch.manual_seed(0)
+    fc = FullyConnected(1024, 256, lr_multiplier=0.01)
+    assert fc.weight.std().item() == pytest.approx(100, rel=0.05)  # stored N(0, 1) / lr_multiplier
+    assert fc(torch.randn(512, 1024)).std().item() == pytest.approx(1.0, rel=0.1)
+    conv = Conv2dLayer(256, 64, 3)
+    assert conv(torch.randn(8, 256, 16, 16)).std().item() == pytest.approx(1.0, rel=0.1)
+
+
+def test_demodulation_normalises_each_output_channel():
+    torch.manual_seed(0)
+    weight = torch.randn(32, 64, 3, 3) * 5
+    x = torch.randn(4, 64, 24, 24)
+    styles = torch.rand(4, 64) * 3 + 0.1
+    y = modulated_conv2d(x, weight, styles)
+    # unit-variance input, demodulated weights: every output channel of every sample has variance ~1
+    per_channel = y[:, :, 2:-2, 2:-2].std(dim=(2, 3))
+    assert per_channel.mean().item() == pytest.approx(1.0, abs=0.1) and per_channel.max() < 1.35
+    # and the output no longer depends on the styles' overall scale
+    assert torch.allclose(modulated_conv2d(x, weight, styles * 7), y, atol=1e-4)
+    plain = modulated_conv2d(x, weight, styles, demodulate=False)
+    assert plain.std() > 5 * y.std()
+
+
+def test_fir_resampling_keeps_constants():
+    f = make_filter()
+    assert f.sum().item() == pytest.approx(1.0) and torch.equal(f, f.T)
+    ones = torch.ones(1, 2, 8, 8)
+    up = upsample2d(ones, f)
+    assert up.shape == (1, 2, 16, 16) and torch.allclose(up[..., 2:-2, 2:-2], torch.ones(1, 2, 12, 12))
+    down = upfirdn2d(ones, f, down=2, pad=(1, 1, 1, 1))
+    assert down.shape == (1, 2, 4, 4) and torch.allclose(down[..., 1:-1, 1:-1], torch.ones(1, 2, 2, 2))
+
+
+def test_truncation_and_w_avg():
+    G = small_g().eval()
+    with torch.no_grad():
+        G.mapping.w_avg.normal_()
+        z = torch.randn(3, 32)
+        same = G(z, psi=0.0, noise_mode="const")
+        assert torch.allclose(same[0], same[1], atol=1e-5) and torch.allclose(same[0], same[2], atol=1e-5)
+        assert not torch.allclose(G(z, psi=1.0, noise_mode="const")[0], G(z, psi=1.0, noise_mode="const")[1])
+    G.train()
+    before = G.mapping.w_avg.clone()
+    G(torch.randn(8, 32))
+    assert not torch.equal(before, G.mapping.w_avg)  # tracked while training only
+
+
+def test_style_mixing_swaps_styles_from_a_layer_on():
+    torch.manual_seed(0)
+    G = small_g(style_mixing=1.0)
+    z = torch.randn(5, 32)
+    ws = G.mapping(z, None)
+    mixed = G.mix(ws, z, None)
+    differs = (mixed != ws).any(dim=2).any(dim=0)  # per style layer
+    first = int(differs.float().argmax())
+    assert 1 <= first < G.num_ws and differs[first:].all() and not differs[:first].any()
+    assert torch.equal(G.mix(ws, z, None)[:, :0], ws[:, :0])
+    G.style_mixing = 0.0
+    assert torch.equal(G.mix(ws, z, None), ws)
+
+
+def test_conditional_generator_and_projection_discriminator():
+    torch.manual_seed(0)
+    G = small_g(num_classes=10).eval()
+    D = Discriminator(resolution=16, channel_base=512, channel_max=32, num_classes=10, mbstd_group=2)
+    z = torch.randn(4, 32)
+    a = G(z, torch.tensor([0, 1, 2, 3]), noise_mode="const")
+    b = G(z, torch.tensor([4, 5, 6, 7]), noise_mode="const")
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(D(a, torch.tensor([0, 1, 2, 3])), D(a, torch.tensor([4, 5, 6, 7])))
+    with pytest.raises(ValueError, match="needs labels"):
+        G(z)
+
+
+def test_presets_compose_and_build():
+    from hydra.utils import instantiate
+
+    for res in (32, 64, 128, 256, 512, 1024):
+        cfg = compose("train", [f"model=stylegan2_{res}", "data=images", "data.path=x", f"data.resolution={res}"])
+        assert cfg.model.name == f"stylegan2_{res}" and cfg.model.generator.resolution == res
+    cfg = compose("train", ["model=stylegan2_32", "data=cifar10"])
+    assert cfg.model.discriminator.architecture == "orig" and cfg.model.generator.mapping_layers == 2
+    small = compose("train", ["model=stylegan2_32", "data=cifar10", "model.channel_base=256", "model.channel_max=16",
+                              "model.z_dim=8", "model.w_dim=8"])
+    G = instantiate(small.model.generator)
+    assert G(torch.randn(2, 8)).shape == (2, 3, 32, 32)
