@@ -116,3 +116,22 @@ def test_conditional_gan_trains_and_uses_its_labels(model, data, loss):
 @pytest.mark.parametrize("loss", ["ns", "wgan_gp"])
 def test_diffaugment_trains(loss):
     one_step(["model=dcgan", "data=digits", f"loss={loss}", *SMALL, "model.method.augment=[color,translation,cutout]"])
+
+
+SG2_SMALL = ["model.channel_base=64", "model.channel_max=8", "model.z_dim=8", "model.w_dim=8",
+             "model.generator.mapping_layers=2", "model.discriminator.mbstd_group=2", "data.batch_size=4",
+             "metrics=[]"]
+
+
+@pytest.mark.parametrize("loss", ["ns", "wgan_gp"])
+@pytest.mark.parametrize("data", ["digits", "cifar10"])
+def test_stylegan2_on_images(data, loss, tmp_path):
+    extra = ["+loss/reg=[r1]", "loss.d_regularizers.r1.every=1"] if loss == "ns" else []
+    result = one_step(["model=stylegan2", f"loss={loss}", *SG2_SMALL, *extra, *data_overrides(data, tmp_path)])
+    assert result["sample"].dim() == 4 and result["sample"].abs().max() <= 1
+    assert ("reg/r1" if loss == "ns" else "reg/gp") in result["out"]
+
+
+def test_conditional_stylegan2_cifar_pack(tmp_path):
+    result = one_step(["experiment=stylegan2_cifar10", *SG2_SMALL, *data_overrides("cifar10", tmp_path)])
+    assert result["sample"].shape == (3, 3, 8, 8)

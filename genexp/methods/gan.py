@@ -121,4 +121,6 @@ class GAN(Method):
             y = labels[start:start + len(z)].to(device) if labels is not None else None
             chunks.append(G(z, y).float().cpu())
         G.train(was_training)
-        return torch.cat(chunks)[:n] if chunks else torch.empty(0)
+        out = torch.cat(chunks)[:n] if chunks else torch.empty(0)
+        # Images leave in [-1, 1], as saved images would (StyleGAN2's G has no tanh); points as they are.
+        return out.clamp(-1, 1) if out.dim() == 4 else out
