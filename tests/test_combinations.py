@@ -135,3 +135,23 @@ def test_stylegan2_on_images(data, loss, tmp_path):
 def test_conditional_stylegan2_cifar_pack(tmp_path):
     result = one_step(["experiment=stylegan2_cifar10", *SG2_SMALL, *data_overrides("cifar10", tmp_path)])
     assert result["sample"].shape == (3, 3, 8, 8)
+
+
+def test_stylegan2_path_length_regularization_steps_and_checkpoints(tmp_path):
+    overrides = ["model=stylegan2", "+loss/reg=[r1,pl]", *SG2_SMALL, *data_overrides("digits", tmp_path)]
+    result = one_step(overrides)
+    assert "reg/pl" in result["out"] and "reg/r1" in result["out"]
+    cfg = compose("train", overrides)
+    method = build_method(cfg, torch.device("cpu"))
+    method.train_step(InfiniteLoader(build_dataset(cfg.data), 4, seed=0), 0)
+    state = method.get_extra_state()
+    assert state["g_regularizers"]["pl"]["pl_mean"] > 0
+    fresh = build_method(cfg, torch.device("cpu"))
+    fresh.set_extra_state(state)
+    assert fresh.g_regularizers["pl"].pl_mean == method.g_regularizers["pl"].pl_mean
+
+
+def test_stylegan2_ffhq_pack_composes_with_both_regularizers():
+    cfg = compose("train", ["experiment=stylegan2_ffhq256", "data.path=x"])
+    assert cfg.loss.d_regularizers.r1.weight == 0.5 and cfg.loss.g_regularizers.pl.every == 4
+    assert cfg.model.name == "stylegan2_256" and cfg.data.batch_size == 64

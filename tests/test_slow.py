@@ -55,12 +55,12 @@ def test_stylegan2_32px_trains_50_steps_and_every_loss_term_moves(run, tmp_path)
     out = tmp_path / "sg2"
     res = run("train", "model=stylegan2_32", "data=digits", "data.resolution=32", "model.channel_base=2048",
               "model.channel_max=64", "model.z_dim=64", "model.w_dim=64", "model.discriminator.mbstd_group=4",
-              "+loss/reg=[r1]", "loss.d_regularizers.r1.every=4", "optim.lr=0.0025", "optim.betas=[0,0.99]",
+              "+loss/reg=[r1,pl]", "loss.d_regularizers.r1.every=4", "optim.lr=0.0025", "optim.betas=[0,0.99]",
               "trainer.max_steps=50", "trainer.log_every=1", "trainer.eval_every=50", "trainer.eval_samples=256",
               "logger=none", "trainer.progress=plain", f"hydra.run.dir={out}", timeout=900)
     assert res.code == 0, res
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for key in ("loss/d", "loss/g", "reg/r1", "d/real", "d/fake"):
+    for key in ("loss/d", "loss/g", "reg/r1", "reg/pl", "d/real", "d/fake"):
         values = [r[key] for r in lines if key in r]
         assert all(v == v and abs(v) < 1e6 for v in values), key  # no NaN, no blow-up
         assert max(values) - min(values) > 1e-3, key  # it moved

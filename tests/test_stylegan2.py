@@ -173,3 +173,36 @@ def test_presets_compose_and_build():
                               "model.z_dim=8", "model.w_dim=8"])
     G = instantiate(small.model.generator)
     assert G(torch.randn(2, 8)).shape == (2, 3, 32, 32)
+
+
+def test_path_length_penalty_tracks_its_mean_and_pulls_lengths_together():
+    from genexp.losses.regularizers import PathLengthPenalty
+
+    torch.manual_seed(0)
+    G = small_g(style_mixing=0.0)
+    reg = PathLengthPenalty(weight=2.0, decay=0.5, every=4, batch_shrink=2)
+    z = torch.randn(8, 32)
+    first = reg(G, z)
+    assert first.item() > 0 and reg.pl_mean.item() > 0  # the mean moved halfway from 0 toward the lengths
+    # by hand, on the same half batch: lengths of J^T y for the noise the penalty drew
+    torch.manual_seed(1)
+    ws = G.styles(z[:4]).detach().requires_grad_(True)
+    img = G.synthesis(ws)
+    noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+    (grad,) = torch.autograd.grad((img * noise).sum(), ws)
+    lengths = grad.square().sum(2).mean(1).sqrt()
+    torch.manual_seed(1)
+    before = reg.pl_mean.clone()
+    value = reg(G, z)
+    expected_mean = before.lerp(lengths.mean(), 0.5)
+    assert reg.pl_mean.item() == pytest.approx(expected_mean.item(), rel=1e-5)
+    assert value.item() == pytest.approx(2.0 * (lengths - expected_mean).square().mean().item(), rel=1e-4)
+    assert reg.state()["pl_mean"].item() == pytest.approx(reg.pl_mean.item())
+
+
+def test_path_length_needs_a_style_based_generator(run, tmp_path):
+    from .test_bad_input import one_error_line
+
+    line = one_error_line(run("train", "model=dcgan", "+loss/reg=[pl]", "trainer.max_steps=1", "logger=none",
+                              f"hydra.run.dir={tmp_path}"))
+    assert "need a style-based generator" in line and "model=stylegan2" in line

@@ -52,3 +52,32 @@ class GradientPowerPenalty(GradientPenalty):
             norms = [self.gradient_norm(D, real, labels), self.gradient_norm(D, fake, labels)]
             return self.weight / 2 * sum(n.pow(self.power).mean() for n in norms)
         return self.weight * self.gradient_norm(D, self.points(real, fake), labels).pow(self.power).mean()
+
+
+class PathLengthPenalty:
+    """Path-length regularization of G (StyleGAN2 sec. 3.2): for y ~ N(0, I) / sqrt(H W), the lengths
+    ||J_w^T y|| of the image's gradient with respect to the styles w are pulled toward their running
+    mean a (updated with ``decay``): weight * E[(||J_w^T y|| - a)^2]. Every ``every`` G steps on
+    1/``batch_shrink`` of the batch, scaled by ``every`` (lazy). Needs a style-based G (one with
+    ``styles`` and ``synthesis``)."""
+
+    def __init__(self, weight: float = 2.0, decay: float = 0.01, every: int = 4, batch_shrink: int = 2):
+        self.weight, self.decay, self.every = float(weight), float(decay), max(1, int(every))
+        self.batch_shrink = max(1, int(batch_shrink))
+        self.pl_mean = torch.zeros([])  # checkpointed with the method (state / load_state)
+
+    def state(self) -> dict:
+        return {"pl_mean": self.pl_mean.clone()}
+
+    def load_state(self, state: dict) -> None:
+        self.pl_mean = state["pl_mean"].clone()
+
+    def __call__(self, G, z: torch.Tensor, labels=None) -> torch.Tensor:
+        n = max(1, len(z) // self.batch_shrink)
+        ws = G.styles(z[:n], labels[:n] if labels is not None else None)
+        img = G.synthesis(ws)
+        noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(2).mean(1).sqrt()
+        self.pl_mean = self.pl_mean.to(lengths.device).lerp(lengths.mean().detach(), self.decay)
+        return self.weight * (lengths - self.pl_mean).square().mean()

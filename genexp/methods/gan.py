@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from genexp.errors import UserError
 from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
 from genexp.methods.ema import ema_beta, update_ema
@@ -31,6 +32,10 @@ class GAN(Method):
         self.objective = instantiate(loss.objective)
         self.d_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("d_regularizers") or {}).items()}
         self.d_constraints = [instantiate(cfg) for cfg in (loss.get("d_constraints") or {}).values()]
+        self.g_regularizers = {name: instantiate(cfg) for name, cfg in (loss.get("g_regularizers") or {}).items()}
+        if self.g_regularizers and not hasattr(self.G, "styles"):
+            raise UserError(f"loss.g_regularizers {', '.join(self.g_regularizers)} need a style-based generator "
+                            f"and {type(self.G).__name__} has no styles: use model=stylegan2")
         self.d_steps = int(loss.get("d_steps", 1))
         self.ema_beta, self.ema_start, self.ema_rampup = float(ema_beta), int(ema_start), bool(ema_rampup)
         self.optimizers = {"G": build_optimizer(optim.generator, self.G.parameters()),
@@ -38,10 +43,14 @@ class GAN(Method):
         self.d_steps_done = 0  # a Python int: reading a device tensor each step would sync the GPU
 
     def get_extra_state(self) -> dict:
-        return {"d_steps_done": self.d_steps_done}
+        return {"d_steps_done": self.d_steps_done,
+                "g_regularizers": {name: reg.state() for name, reg in self.g_regularizers.items()}}
 
     def set_extra_state(self, state: dict) -> None:
         self.d_steps_done = int(state["d_steps_done"])
+        for name, reg_state in state.get("g_regularizers", {}).items():
+            if name in self.g_regularizers:
+                self.g_regularizers[name].load_state(reg_state)
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -73,12 +82,28 @@ class GAN(Method):
         self.optimizers["G"].zero_grad(set_to_none=True)
         g_loss.backward()
         self.optimizers["G"].step()
+        self.regularize_g(step, len(real), labels, out)
         self.D.requires_grad_(True)
 
         update_ema(self.G_ema, self.G, ema_beta(self.ema_beta, step, self.ema_start, self.ema_rampup))
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
         return out
+
+    def regularize_g(self, step: int, batch: int, labels, out: dict) -> None:
+        """G's regularizers due at this G step, each its own optimizer step, scaled by its interval."""
+        due = {name: reg for name, reg in self.g_regularizers.items() if step % reg.every == 0}
+        if not due:
+            return
+        z = self.latents(batch, self.z_dim)
+        total = 0.0
+        for name, reg in due.items():
+            penalty = reg(self.G, z, labels)
+            out[f"reg/{name}"] = penalty.detach()
+            total = total + penalty * reg.every
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizers["G"].step()
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D judges: augmented (DiffAugment), then packed (PacGAN)."""

@@ -294,11 +294,15 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, psi: float = 1.0,
                 noise_mode: str = "random") -> torch.Tensor:
+        return self.synthesis(self.styles(z, labels, psi), noise_mode)
+
+    def styles(self, z: torch.Tensor, labels: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        """The (N, num_ws, w_dim) styles for z: mapped, truncated by ``psi``, mixed while training."""
         c = self.one_hot(labels, len(z), z.device)
         ws = self.mapping(z, c, psi=psi, update_w_avg=self.training)
         if self.training and self.style_mixing > 0:
             ws = self.mix(ws, z, c)
-        return self.synthesis(ws, noise_mode)
+        return ws
 
     def mix(self, ws: torch.Tensor, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         cutoff = torch.randint(1, self.num_ws, (), device=ws.device)
