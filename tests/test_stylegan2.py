@@ -206,3 +206,48 @@ def test_path_length_needs_a_style_based_generator(run, tmp_path):
     line = one_error_line(run("train", "model=dcgan", "+loss/reg=[pl]", "trainer.max_steps=1", "logger=none",
                               f"hydra.run.dir={tmp_path}"))
     assert "need a style-based generator" in line and "model=stylegan2" in line
+
+
+SG2_TINY = ["model=stylegan2", "data=digits", "model.channel_base=128", "model.channel_max=16", "model.z_dim=16",
+            "model.w_dim=16", "model.generator.mapping_layers=2", "model.discriminator.mbstd_group=2",
+            "data.batch_size=8", "trainer.max_steps=2", "trainer.eval_every=0", "trainer.sample_every=0",
+            "trainer.ckpt_every=2", "logger=none", "trainer.progress=plain"]
+
+
+def test_sample_truncation_mixing_grid_and_interpolation(run, tmp_path):
+    from PIL import Image
+
+    from .test_bad_input import one_error_line
+
+    res = run("train", *SG2_TINY, f"hydra.run.dir={tmp_path / 't'}")
+    assert res.code == 0, res
+    ckpt = tmp_path / "t/checkpoints/last.pt"
+    res = run("sample", f"ckpt={ckpt}", "n=6", "psi=0", "noise_mode=const", f"hydra.run.dir={tmp_path / 'a'}")
+    assert res.code == 0, res
+    samples = torch.load(tmp_path / "a/samples.pt", weights_only=True)["samples"]
+    assert samples.shape == (6, 1, 16, 16) and torch.allclose(samples[0], samples[5], atol=1e-5)  # psi 0: w_avg
+    res = run("sample", f"ckpt={ckpt}", "mode=mixing", "mix_rows=2", "mix_cols=3", "mix_layers=[0,1]",
+              f"hydra.run.dir={tmp_path / 'm'}")
+    assert res.code == 0, res
+    assert Image.open(tmp_path / "m/mixing.png").size == (4 * 18 + 2, 3 * 18 + 2)
+    res = run("sample", f"ckpt={ckpt}", "mode=interpolate", "keyframes=3", "frames=4",
+              f"hydra.run.dir={tmp_path / 'i'}")
+    assert res.code == 0, res
+    record = torch.load(tmp_path / "i/interpolation.pt", weights_only=True)
+    assert record["frames"].shape[0] == 2 * 4 + 1
+    gif = Image.open(tmp_path / "i/interpolation.gif")
+    assert gif.n_frames == 9
+    line = one_error_line(run("sample", f"ckpt={ckpt}", "mode=mixing", "mix_layers=[0,99]",
+                              f"hydra.run.dir={tmp_path / 'x'}"))
+    assert "style layers 0.." in line
+
+
+def test_style_tools_refuse_a_dcgan_in_one_line(run, tmp_path):
+    from .conftest import TINY
+    from .test_bad_input import one_error_line
+
+    res = run("train", *TINY, f"hydra.run.dir={tmp_path / 't'}")
+    assert res.code == 0, res
+    line = one_error_line(run("sample", f"ckpt={tmp_path / 't/checkpoints/last.pt'}", "mode=interpolate",
+                              f"hydra.run.dir={tmp_path / 's'}"))
+    assert "need a style-based generator" in line

@@ -6,21 +6,41 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.commands.common import restore_method, run_dir
+from genexp.commands.sample_styles import interpolation, mixing_grid, save_gif, strip, truncated
 from genexp.errors import UserError
 from genexp.logger import Console
 from genexp.training.runtime import resolve_device
-from genexp.viz import picture, save_png
+from genexp.viz import image_grid, picture, save_png
 
 
 def run(cfg: DictConfig) -> None:
     console = Console(cfg.trainer.progress)
     if int(cfg.n) < 1:
         raise UserError(f"n={cfg.n}: ask for at least one sample")
+    mode, psi, noise_mode = cfg.get("mode", "grid"), float(cfg.get("psi", 1.0)), cfg.get("noise_mode", "random")
+    if mode not in ("grid", "mixing", "interpolate"):
+        raise UserError(f"mode={mode}: use grid, mixing or interpolate")
+    if noise_mode not in ("random", "const", "none"):
+        raise UserError(f"noise_mode={noise_mode}: use random, const or none")
     method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device))
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
+    G = method.G_ema if cfg.ema else method.G
+    styled = hasattr(G, "styles")
+    if not styled and (mode != "grid" or psi != 1.0 or noise_mode != "random"):
+        raise UserError(f"mode={mode} psi={psi:g} noise_mode={noise_mode}: these need a style-based generator "
+                        f"(model=stylegan2), and this checkpoint's is {type(G).__name__}")
     g = torch.Generator().manual_seed(int(cfg.seed))
-    samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels)
     out = run_dir()
+    if mode != "grid":
+        return style_figure(cfg, G, method, labels, g, out, console, ckpt)
+    if styled:
+        G.eval()
+        z = method.latents(int(cfg.n), method.z_dim, g)
+        if method.num_classes and labels is None:
+            labels = torch.arange(int(cfg.n)) % method.num_classes
+        samples = truncated(G, z, labels.to(z.device) if labels is not None else None, psi, noise_mode)
+    else:
+        samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels)
     points = samples.dim() == 2
     reference = None
     if points:  # the real modes in grey behind the samples, when the data is at hand
@@ -34,6 +54,41 @@ def run(cfg: DictConfig) -> None:
         record["labels"] = labels if labels is not None else torch.arange(len(samples)) % method.num_classes
     torch.save(record, tensor_path)
     console.info(f"wrote {out / 'samples.png'} and {tensor_path} ({len(samples)} samples, step {ckpt['step']})")
+
+
+def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, console: Console, ckpt: dict) -> None:
+    """The style-mixing grid or the interpolation strip and GIF, with the latents that made them."""
+    G.eval()
+    psi, noise_mode = float(cfg.psi), cfg.noise_mode
+    if method.num_classes and labels is None:
+        labels = torch.zeros(max(int(cfg.mix_rows), int(cfg.mix_cols), int(cfg.keyframes)), dtype=torch.long)
+    device = next(G.parameters()).device
+    labels = labels.to(device) if labels is not None else None
+    if cfg.mode == "mixing":
+        layers = [int(i) for i in cfg.mix_layers]
+        if not layers or min(layers) < 0 or max(layers) >= G.num_ws:
+            raise UserError(f"mix_layers={list(cfg.mix_layers)}: this generator has style layers 0..{G.num_ws - 1}")
+        rows, cols = int(cfg.mix_rows), int(cfg.mix_cols)
+        if rows < 1 or cols < 1:
+            raise UserError(f"mix_rows={rows} mix_cols={cols}: ask for at least one of each")
+        row_z, col_z = method.latents(rows, method.z_dim, g), method.latents(cols, method.z_dim, g)
+        images = mixing_grid(G, row_z, col_z, layers, labels, psi, noise_mode)
+        save_png(image_grid(images, cols + 1), out / "mixing.png")
+        torch.save({"row_z": row_z.cpu(), "col_z": col_z.cpu(), "layers": layers, "psi": psi, "seed": int(cfg.seed),
+                    "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}, out / "mixing.pt")
+        console.info(f"wrote {out / 'mixing.png'} ({rows} x {cols} sources, layers {layers})")
+        return
+    keys, frames = int(cfg.keyframes), int(cfg.frames)
+    if keys < 2 or frames < 1 or cfg.space not in ("w", "z"):
+        raise UserError(f"keyframes={keys} frames={frames} space={cfg.space}: interpolation needs keyframes >= 2, "
+                        "frames >= 1 and space=w or z")
+    key_z = method.latents(keys, method.z_dim, g)
+    images = interpolation(G, key_z, frames, cfg.space, labels, psi, noise_mode)
+    save_png(strip(images, frames + 1 if keys == 2 else frames), out / "interpolation.png")
+    save_gif(images, out / "interpolation.gif", int(cfg.fps))
+    torch.save({"frames": images, "keys": key_z.cpu(), "space": cfg.space, "psi": psi, "seed": int(cfg.seed),
+                "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}, out / "interpolation.pt")
+    console.info(f"wrote {out / 'interpolation.png'}, interpolation.gif ({len(images)} frames in {cfg.space})")
 
 
 def class_labels(wanted, n: int, num_classes: int) -> torch.Tensor | None:
