@@ -1,0 +1,135 @@
+"""StyleGAN2 training-step time and peak memory, with torch.compile and channels_last on and off.
+
+    python scripts/bench_stylegan2.py [--resolutions 32,64] [--batch 8] [--steps 6]
+
+Each (resolution, variant) runs in a fresh process: genexp's own training step (non-saturating
+loss, lazy R1 every 16 D steps, path-length regularization every 4 G steps, EMA) on random images,
+with the preset for that resolution (model=stylegan2_32: the official CIFAR layout; 64: cfg=auto).
+It reports seconds per step (median over ``--steps`` after two warm-up steps; compile's warm-up is
+its compile time, reported apart), images per second, and peak RSS, or peak CUDA memory on a GPU,
+each against eager + contiguous in the same invocation. Results go to the console and
+docs/bench/stylegan2.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {"eager": (False, False), "channels_last": (False, True), "compile": (True, False),
+            "compile+channels_last": (True, True)}
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class RandomImages:
+    """An endless batch source shaped like the data (labels for the conditional preset)."""
+
+    def __init__(self, batch: int, resolution: int, num_classes: int, device: torch.device):
+        self.batch, self.resolution, self.num_classes, self.device = batch, resolution, num_classes, device
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        x = torch.rand(self.batch, 3, self.resolution, self.resolution, device=self.device) * 2 - 1
+        y = torch.randint(self.num_classes, (self.batch,), device=self.device) if self.num_classes else None
+        return x, y
+
+
+def child(resolution: int, variant: str, batch: int, steps: int) -> dict:
+    from omegaconf import open_dict
+
+    from genexp.cli import conf_dir
+    from genexp.config.prepare import compose
+    from genexp.methods import build_method
+
+    compiled, channels_last = VARIANTS[variant]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = compose("train", [f"model=stylegan2_{resolution}", "data=images", "data.path=unused",
+                            f"data.resolution={resolution}", "+loss/reg=[r1,pl]", "optim.betas=[0,0.99]",
+                            "optim.lr=0.0025", "metrics=[]"], conf_dir())
+    with open_dict(cfg):
+        cfg.model.discriminator.mbstd_group = min(4, batch)
+    torch.manual_seed(0)
+    method = build_method(cfg, device)
+    if channels_last:
+        method.G.to(memory_format=torch.channels_last)
+        method.D.to(memory_format=torch.channels_last)
+    if compiled:
+        method.G.synthesis = torch.compile(method.G.synthesis)
+        method.D = torch.compile(method.D)
+    batches = RandomImages(batch, resolution, 0, device)
+    times = []
+    start = time.perf_counter()
+    for step in range(steps + 2):
+        t = time.perf_counter()
+        method.train_step(batches, step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    per_step = statistics.median(times[2:])
+    return {"resolution": resolution, "variant": variant, "device": device.type, "batch": batch,
+            "params_G": sum(p.numel() for p in method.G.parameters()),
+            "params_D": sum(p.numel() for p in method.D.parameters()),
+            "warmup_s": round(sum(times[:2]), 2), "s_per_step": round(per_step, 4),
+            "images_per_s": round(batch / per_step, 2), "total_s": round(time.perf_counter() - start, 1),
+            "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib(),
+                              1), "memory": "cuda max allocated" if device.type == "cuda" else "peak RSS"}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        res, variant, batch, steps = sys.argv[2:6]
+        print(json.dumps(child(int(res), variant, int(batch), int(steps))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resolutions", default="32,64")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "stylegan2.json")
+    args = parser.parse_args()
+    rows = []
+    for res in [int(r) for r in args.resolutions.split(",")]:
+        base = None
+        for variant in args.variants.split(","):
+            proc = subprocess.run([sys.executable, __file__, "--child", str(res), variant, str(args.batch),
+                                   str(args.steps)], capture_output=True, text=True, env={**os.environ})
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+                print(f"  {res}px {variant:22s} failed: {last}", flush=True)
+                rows.append({"resolution": res, "variant": variant, "error": last})
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            base = base or row
+            row["time_vs_eager"] = round(row["s_per_step"] / base["s_per_step"], 3)
+            row["memory_vs_eager"] = round(row["peak_mib"] / base["peak_mib"], 3)
+            rows.append(row)
+            print(f"  {res}px {variant:22s} {row['s_per_step']:.3f} s/step ({row['images_per_s']:.1f} img/s, "
+                  f"{row['time_vs_eager']:.3f}x eager), {row['memory']} {row['peak_mib']:.0f} MiB "
+                  f"({row['memory_vs_eager']:.3f}x), warm-up {row['warmup_s']:.1f}s", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
+                                   indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
