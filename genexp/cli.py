@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model (defaults: a DCGAN on the embedded 8x8 digits)",
     "eval": "evaluate a checkpoint: FID / IS / KID ... as a table and metrics.json",
     "sample": "draw samples from a checkpoint: a PNG grid (or scatter) and a tensor file",
+    "project": "invert a StyleGAN2 checkpoint on an image (w / w+): projected image, latent, PSNR",
 }
 
 USAGE = """\
@@ -32,6 +33,7 @@ examples:
   genexp train resume=outputs/train/<run dir>         # continue bit-exactly
   genexp eval ckpt=outputs/train/<run dir>/checkpoints/last.pt metrics=[fid,kid]
   genexp sample ckpt=outputs/train/<run dir>/checkpoints/last.pt n=64 seed=0
+  genexp project ckpt=<stylegan2 run>/checkpoints/last.pt target=face.png space=w_plus steps=1000
   genexp train --help                                 # config groups and every key
 
 Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...).

@@ -65,3 +65,21 @@ def test_stylegan2_32px_trains_50_steps_and_every_loss_term_moves(run, tmp_path)
         assert all(v == v and abs(v) < 1e6 for v in values), key  # no NaN, no blow-up
         assert max(values) - min(values) > 1e-3, key  # it moved
     assert lines[-1]["fid/digits_lenet@256"] == lines[-1]["fid/digits_lenet@256"]
+
+
+def test_projection_recovers_an_image_of_the_model_itself(run, tmp_path):
+    """Image2StyleGAN on a 32x32 StyleGAN2: its own sample comes back at >= 25 dB PSNR."""
+    from .test_stylegan2 import self_generated_target
+
+    res = run("train", "model=stylegan2", "data=digits", "data.resolution=32", "model.channel_base=1024",
+              "model.channel_max=32", "model.z_dim=32", "model.w_dim=32", "model.generator.mapping_layers=2",
+              "trainer.max_steps=2", "trainer.eval_every=0", "trainer.sample_every=0", "logger=none",
+              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 't'}")
+    assert res.code == 0, res
+    ckpt = tmp_path / "t/checkpoints/last.pt"
+    target = self_generated_target(ckpt, tmp_path / "target.png")
+    res = run("project", f"ckpt={ckpt}", f"target={target}", "steps=300", "space=w_plus", "distance=mse",
+              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'p'}")
+    assert res.code == 0, res
+    report = json.loads((tmp_path / "p/project.json").read_text())
+    assert report["psnr_db"] >= 25, report

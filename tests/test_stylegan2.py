@@ -248,6 +248,57 @@ def test_style_tools_refuse_a_dcgan_in_one_line(run, tmp_path):
 
     res = run("train", *TINY, f"hydra.run.dir={tmp_path / 't'}")
     assert res.code == 0, res
-    line = one_error_line(run("sample", f"ckpt={tmp_path / 't/checkpoints/last.pt'}", "mode=interpolate",
-                              f"hydra.run.dir={tmp_path / 's'}"))
+    ckpt = tmp_path / "t/checkpoints/last.pt"
+    line = one_error_line(run("sample", f"ckpt={ckpt}", "mode=interpolate", f"hydra.run.dir={tmp_path / 's'}"))
     assert "need a style-based generator" in line
+    from PIL import Image
+
+    Image.new("L", (16, 16)).save(tmp_path / "t.png")
+    line = one_error_line(run("project", f"ckpt={ckpt}", f"target={tmp_path / 't.png'}",
+                              f"hydra.run.dir={tmp_path / 'p'}"))
+    assert "inverts a style-based generator" in line
+
+
+def self_generated_target(ckpt, path, seed: int = 3):
+    """An image the checkpoint's own EMA generator made, saved as a PNG: a target it can reach."""
+    import numpy as np
+    from PIL import Image
+
+    from genexp.commands.common import restore_method
+
+    method, _, _ = restore_method(str(ckpt), torch.device("cpu"))
+    G = method.G_ema
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        img = G(torch.randn(1, G.z_dim), noise_mode="const").clamp(-1, 1)
+    pixels = ((img[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+    return path
+
+
+def test_project_writes_the_image_latent_and_report(run, tmp_path):
+    import json
+
+    from .test_bad_input import one_error_line
+
+    res = run("train", *SG2_TINY, f"hydra.run.dir={tmp_path / 't'}")
+    assert res.code == 0, res
+    ckpt = tmp_path / "t/checkpoints/last.pt"
+    target = self_generated_target(ckpt, tmp_path / "target.png")
+    res = run("project", f"ckpt={ckpt}", f"target={target}", "steps=12", "snapshots=3", "space=w_plus",
+              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'p'}")
+    assert res.code == 0, res
+    out = tmp_path / "p"
+    for name in ("projected.png", "progress.png", "latent.pt", "latent.npz", "project.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "project.json").read_text())
+    assert report["psnr_db"] > 0 and report["mse"] >= 0 and report["space"] == "w_plus"
+    assert "mse" in report["loss"]  # the distance actually minimised is named
+    latent = torch.load(out / "latent.pt", weights_only=True)
+    assert latent["ws"].shape == (1, 6, 16) and latent["noise"]  # 16 px: 6 styles of 16 dims, noise maps
+    assert "skipped" not in res.err
+    for args, words in ((["space=z"], "space=z"), ([f"target={tmp_path / 'nope.png'}"], "no such file"),
+                        (["distance=l3"], "distance=l3")):
+        line = one_error_line(run("project", f"ckpt={ckpt}", f"target={target}", "steps=2", *args,
+                                  f"hydra.run.dir={tmp_path / 'x'}"))
+        assert words in line, line
