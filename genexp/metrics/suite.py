@@ -171,10 +171,15 @@ class MetricSuite:
             module, ident = build_extractor(resolve_name(sim, self.data_cfg.name), "features", cfg.get("weights"),
                                             cfg.get("resize"), bool(cfg.get("download", True)), self._example())
             net = FeatureDistance(module)
-        protocol = {"paths": n, "distance": ident, "epsilon": float(cfg.epsilon),
-                    "interpolation": str(cfg.interpolation), "space": "z",
+        space, sampling = str(cfg.get("space", "z")), str(cfg.get("sampling", "end"))
+        interpolation = str(cfg.get("interpolation") or ("slerp" if space == "z" else "lerp"))
+        if space not in ("z", "w") or sampling not in ("end", "full") or interpolation not in ("lerp", "slerp"):
+            raise MetricUnavailable(f"metrics.ppl space={space} sampling={sampling} interpolation={interpolation}: "
+                                    "use space z|w, sampling end|full, interpolation lerp|slerp")
+        protocol = {"paths": n, "distance": ident, "epsilon": float(cfg.epsilon), "space": space,
+                    "sampling": sampling, "interpolation": interpolation, "crop": bool(cfg.get("crop", False)),
                     "discard": [float(cfg.lower_discard), float(cfg.upper_discard)]}
-        key = f"ppl/{ident['name']}@{count_label(n)}"
+        key = f"ppl_{space}{'end' if sampling == 'end' else 'full'}/{ident['name']}@{count_label(n)}"
         return Metric(key, "ppl", net.to(self.device), n, protocol)
 
     def __bool__(self) -> bool:
@@ -242,16 +247,22 @@ class MetricSuite:
 
         results = {}
         for m in (m for m in self.metrics if m.kind == "ppl"):
-            if model is None or not hasattr(model[0], "decode"):
+            if model is None or not hasattr(model[0], "latents"):
                 if m.key not in self.skipped:
                     why = "it walks a generator's latent space: evaluate a checkpoint, not images"
                     self.skipped[m.key] = why
                     self.note(f"metric {m.key} skipped: {why}")
                 continue
             p = m.protocol
-            mean, std = path_length(model[0], model[1], m.metric, m.num_samples, p["epsilon"], p["interpolation"],
-                                    p["discard"][0], p["discard"][1], torch.Generator().manual_seed(seed + 1),
-                                    self.device)
+            try:
+                mean, std = path_length(model[0], model[1], m.metric, m.num_samples, p["epsilon"],
+                                        p["interpolation"], p["discard"][0], p["discard"][1],
+                                        torch.Generator().manual_seed(seed + 1), self.device, p["space"],
+                                        p["sampling"], p["crop"])
+            except ValueError as exc:  # e.g. w space on a generator without one
+                self.skipped[m.key] = str(exc)
+                self.note(f"metric {m.key} skipped: {exc}")
+                continue
             results[m.key] = mean
             results[m.key.replace("/", "_std/", 1)] = std
         return results
