@@ -97,7 +97,8 @@ def test_ppl_of_a_checkpoint_with_the_digits_classifier(run, tmp_path):
               f"hydra.run.dir={tmp_path / 'e'}")
     assert res.code == 0, res
     record = metrics_of(tmp_path / "e")
-    assert math.isfinite(record["metrics"]["ppl_zend/digits_lenet@40"]) and record["metrics"]["ppl_zend/digits_lenet@40"] > 0
+    value = record["metrics"]["ppl_zend/digits_lenet@40"]
+    assert math.isfinite(value) and value > 0
     assert record["protocol"]["metrics"]["ppl_zend/digits_lenet@40"]["interpolation"] == "slerp"
     # images on disk have no latent space: skipped in one line, and nothing else was chosen
     folder = write_pngs(tmp_path / "fake", torch_rand(8))
