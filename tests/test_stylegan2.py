@@ -214,14 +214,23 @@ SG2_TINY = ["model=stylegan2", "data=digits", "model.channel_base=128", "model.c
             "trainer.ckpt_every=2", "logger=none", "trainer.progress=plain"]
 
 
-def test_sample_truncation_mixing_grid_and_interpolation(run, tmp_path):
+@pytest.fixture(scope="module")
+def sg2_ckpt(tmp_path_factory):
+    """A tiny StyleGAN2 trained 2 steps on 16 px digits, shared by the sample and project tests."""
+    from .conftest import genexp
+
+    out = tmp_path_factory.mktemp("sg2")
+    res = genexp("train", *SG2_TINY, f"hydra.run.dir={out}")
+    assert res.code == 0, res
+    return out / "checkpoints" / "last.pt"
+
+
+def test_sample_truncation_mixing_grid_and_interpolation(run, tmp_path, sg2_ckpt):
     from PIL import Image
 
     from .test_bad_input import one_error_line
 
-    res = run("train", *SG2_TINY, f"hydra.run.dir={tmp_path / 't'}")
-    assert res.code == 0, res
-    ckpt = tmp_path / "t/checkpoints/last.pt"
+    ckpt = sg2_ckpt
     res = run("sample", f"ckpt={ckpt}", "n=6", "psi=0", "noise_mode=const", f"hydra.run.dir={tmp_path / 'a'}")
     assert res.code == 0, res
     samples = torch.load(tmp_path / "a/samples.pt", weights_only=True)["samples"]
@@ -276,14 +285,12 @@ def self_generated_target(ckpt, path, seed: int = 3):
     return path
 
 
-def test_project_writes_the_image_latent_and_report(run, tmp_path):
+def test_project_writes_the_image_latent_and_report(run, tmp_path, sg2_ckpt):
     import json
 
     from .test_bad_input import one_error_line
 
-    res = run("train", *SG2_TINY, f"hydra.run.dir={tmp_path / 't'}")
-    assert res.code == 0, res
-    ckpt = tmp_path / "t/checkpoints/last.pt"
+    ckpt = sg2_ckpt
     target = self_generated_target(ckpt, tmp_path / "target.png")
     res = run("project", f"ckpt={ckpt}", f"target={target}", "steps=12", "snapshots=3", "space=w_plus",
               "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'p'}")
