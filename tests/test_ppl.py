@@ -12,7 +12,7 @@ from genexp.data.digits import DigitsDataset
 from genexp.metrics.suite import MetricSuite
 
 from .conftest import TINY
-from .test_eval_images import metrics_of, torch_rand, write_pngs
+from .test_eval_images import metrics_of
 
 DATA_CFG = OmegaConf.create({"name": "digits", "kind": "image"})
 
@@ -100,69 +100,3 @@ def test_ppl_of_a_checkpoint_with_the_digits_classifier(run, tmp_path):
     value = record["metrics"]["ppl_zend/digits_lenet@40"]
     assert math.isfinite(value) and value > 0
     assert record["protocol"]["metrics"]["ppl_zend/digits_lenet@40"]["interpolation"] == "slerp"
-    # images on disk have no latent space: skipped in one line, and nothing else was chosen
-    folder = write_pngs(tmp_path / "fake", torch_rand(8))
-    res = run("eval", f"fake={folder}", "data=digits", "metrics=[ppl,fid]", "metrics.ppl.sim=auto",
-              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'f'}")
-    assert res.code == 0, res
-    assert "ppl_zend/digits_lenet@8 skipped" in res.out + res.err
-
-
-class StyleMethod:
-    """A method-shaped stand-in around a small StyleGAN2 generator."""
-
-    num_classes = 0
-
-    def __init__(self):
-        from genexp.models.stylegan2 import Generator
-
-        torch.manual_seed(0)
-        self.G_ema = Generator(z_dim=8, w_dim=8, resolution=8, channels=1, mapping_layers=2, channel_base=64,
-                               channel_max=8).eval()
-        self.z_dim = 8
-
-    def latents(self, n, dim, generator):
-        return torch.randn(n, dim, generator=generator)
-
-
-def test_full_paths_in_w_land_on_the_interpolated_point():
-    from genexp.metrics.ppl import PathGenerator
-
-    method, eps = StyleMethod(), 1e-2
-    gen = PathGenerator(method, True, torch.Generator().manual_seed(0), eps, space="w", sampling="full",
-                        interpolation="lerp")
-    first, second = gen.sample(6), gen.sample(6)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
-    with torch.no_grad():
-        wa, wb = method.G_ema.mapping(a, None)[:, 0], method.G_ema.mapping(b, None)[:, 0]
-    t = torch.rand(6, 1, generator=g)
-    assert torch.allclose(first, torch.lerp(wa, wb, t), atol=1e-6)
-    # torchmetrics' step from the first to the second latent ends at lerp(a, b, t + eps)
-    assert torch.allclose(first + eps * (second - first), torch.lerp(wa, wb, t + eps), atol=1e-5)
-    images = gen(first)
-    assert images.shape == (6, 1, 8, 8) and torch.equal(images, gen(first))  # constant noise: deterministic
-
-
-def test_slerp_ends_and_norms():
-    from genexp.metrics.ppl import slerp
-
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(4, 16, generator=g), torch.randn(4, 16, generator=g)
-    assert torch.allclose(slerp(a, b, torch.zeros(4, 1)), a, atol=1e-5)
-    assert torch.allclose(slerp(a, b, torch.ones(4, 1)), b, atol=1e-4)
-    mid = slerp(a, b, torch.full((4, 1), 0.5))
-    assert torch.allclose(mid.norm(dim=1), (a.norm(dim=1) + b.norm(dim=1)) / 2, atol=1e-4)
-
-
-def test_ppl_in_w_on_a_style_generator_and_refused_elsewhere():
-    cfg = ppl_cfg(space="w", sampling="full", crop=True, interpolation=None, sim={"_target_": "torch.nn.Flatten"},
-                  epsilon=1e-4)
-    s = MetricSuite(cfg, DigitsDataset(resolution=8), DATA_CFG, torch.device("cpu"), print)
-    result = s.compute(lambda n, g: torch.zeros(n, 1, 8, 8), seed=0, model=(StyleMethod(), True))
-    assert math.isfinite(result["ppl_wfull/Flatten@50"]) and result["ppl_wfull/Flatten@50"] > 0
-    assert s.protocol()["ppl_wfull/Flatten@50"]["interpolation"] == "lerp"  # the paper's in w
-    notes = []
-    s = MetricSuite(cfg, DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), notes.append)
-    assert s.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0, model=(LinearGenerator(), True)) == {}
-    assert len(notes) == 1 and "needs a style-based generator" in notes[0]

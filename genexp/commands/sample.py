@@ -30,9 +30,10 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"mode={mode} psi={psi:g} noise_mode={noise_mode}: these need a style-based generator "
                         f"(model=stylegan2), and this checkpoint's is {type(G).__name__}")
     g = torch.Generator().manual_seed(int(cfg.seed))
-    out = run_dir()
     if mode != "grid":
-        return style_figure(cfg, G, method, labels, g, out, console, ckpt)
+        check_style_figure(cfg, G)
+        return style_figure(cfg, G, method, labels, g, run_dir(), console, ckpt)
+    out = run_dir()
     if styled:
         G.eval()
         z = method.latents(int(cfg.n), method.z_dim, g)
@@ -56,6 +57,19 @@ def run(cfg: DictConfig) -> None:
     console.info(f"wrote {out / 'samples.png'} and {tensor_path} ({len(samples)} samples, step {ckpt['step']})")
 
 
+def check_style_figure(cfg: DictConfig, G) -> None:
+    """The figure's options, before anything is written."""
+    if cfg.mode == "mixing":
+        layers = [int(i) for i in cfg.mix_layers]
+        if not layers or min(layers) < 0 or max(layers) >= G.num_ws:
+            raise UserError(f"mix_layers={list(cfg.mix_layers)}: this generator has style layers 0..{G.num_ws - 1}")
+        if int(cfg.mix_rows) < 1 or int(cfg.mix_cols) < 1:
+            raise UserError(f"mix_rows={cfg.mix_rows} mix_cols={cfg.mix_cols}: ask for at least one of each")
+    elif int(cfg.keyframes) < 2 or int(cfg.frames) < 1 or cfg.space not in ("w", "z"):
+        raise UserError(f"keyframes={cfg.keyframes} frames={cfg.frames} space={cfg.space}: interpolation needs "
+                        "keyframes >= 2, frames >= 1 and space=w or z")
+
+
 def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, console: Console, ckpt: dict) -> None:
     """The style-mixing grid or the interpolation strip and GIF, with the latents that made them."""
     G.eval()
@@ -65,12 +79,7 @@ def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, co
     device = next(G.parameters()).device
     labels = labels.to(device) if labels is not None else None
     if cfg.mode == "mixing":
-        layers = [int(i) for i in cfg.mix_layers]
-        if not layers or min(layers) < 0 or max(layers) >= G.num_ws:
-            raise UserError(f"mix_layers={list(cfg.mix_layers)}: this generator has style layers 0..{G.num_ws - 1}")
-        rows, cols = int(cfg.mix_rows), int(cfg.mix_cols)
-        if rows < 1 or cols < 1:
-            raise UserError(f"mix_rows={rows} mix_cols={cols}: ask for at least one of each")
+        layers, rows, cols = [int(i) for i in cfg.mix_layers], int(cfg.mix_rows), int(cfg.mix_cols)
         row_z, col_z = method.latents(rows, method.z_dim, g), method.latents(cols, method.z_dim, g)
         images = mixing_grid(G, row_z, col_z, layers, labels, psi, noise_mode)
         save_png(image_grid(images, cols + 1), out / "mixing.png")
@@ -79,9 +88,6 @@ def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, co
         console.info(f"wrote {out / 'mixing.png'} ({rows} x {cols} sources, layers {layers})")
         return
     keys, frames = int(cfg.keyframes), int(cfg.frames)
-    if keys < 2 or frames < 1 or cfg.space not in ("w", "z"):
-        raise UserError(f"keyframes={keys} frames={frames} space={cfg.space}: interpolation needs keyframes >= 2, "
-                        "frames >= 1 and space=w or z")
     key_z = method.latents(keys, method.z_dim, g)
     images = interpolation(G, key_z, frames, cfg.space, labels, psi, noise_mode)
     save_png(strip(images, frames + 1 if keys == 2 else frames), out / "interpolation.png")
