@@ -30,8 +30,8 @@ demo: install ## train the default GAN on the embedded digits, then evaluate and
 	$(BIN)/genexp sample ckpt=$(DEMO)/train/checkpoints/last.pt n=64 seed=0 hydra.run.dir=$(DEMO)/sample
 	@echo "demo outputs: $(DEMO)/{train,eval,sample}"
 
-test: install ## the fast test suite (under 10 minutes on 2 cores)
-	$(BIN)/python -m pytest -q
+test: install ## the fast test suite (under 10 minutes on 2 cores), in two workers
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
