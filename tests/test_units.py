@@ -302,3 +302,12 @@ def test_best_metrics_follow_each_metrics_direction():
                     "modes/reverse_kl@2.5k": 0.5}
     assert objective(best, "fid") == 20.0 and objective(best, "modes/captured") == 8.0
     assert objective(best, "is") == 5.0 and objective(best, None) is None and objective(best, "kid") is None
+
+
+def test_half_life_ema_as_stylegan2_sets_it():
+    from genexp.methods.ema import half_life_beta
+
+    assert half_life_beta(32, 10, 10**6) == pytest.approx(0.5 ** (32 / 10_000))
+    assert half_life_beta(64, 500, 0, rampup=0.05) == 0.0  # the first step copies G
+    assert half_life_beta(64, 500, 64_000, rampup=0.05) == pytest.approx(0.5 ** (64 / 3_200))
+    assert half_life_beta(64, 500, 10**9, rampup=0.05) == pytest.approx(0.5 ** (64 / 500_000))

@@ -21,3 +21,13 @@ def ema_beta(beta: float, step: int, start: int = 0, rampup: bool = False) -> fl
     if step < start:
         return 0.0
     return min(beta, (1 + step - start) / (10 + step - start)) if rampup else beta
+
+
+def half_life_beta(batch: int, kimg: float, nimg: int, rampup: float | None = None) -> float:
+    """StyleGAN2's EMA: a half-life of ``kimg`` thousand images, so the per-step decay is
+    0.5 ** (batch / (1000 kimg)); with ``rampup`` the half-life is at most ``rampup`` times the
+    images shown so far (``nimg``), so early weights fade fast."""
+    ema_nimg = kimg * 1000
+    if rampup is not None:
+        ema_nimg = min(ema_nimg, nimg * rampup)
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))

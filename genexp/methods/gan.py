@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from genexp.errors import UserError
 from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
-from genexp.methods.ema import ema_beta, update_ema
+from genexp.methods.ema import ema_beta, half_life_beta, update_ema
 from genexp.models.layers import pack_samples
 from genexp.optim.build import build_optimizer
 
@@ -20,7 +20,7 @@ from genexp.optim.build import build_optimizer
 class GAN(Method):
     def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
                  ema_beta: float = 0.999, ema_start: int = 0, ema_rampup: bool = False, pack: int = 1,
-                 augment=()):
+                 augment=(), ema_kimg: float | None = None, ema_kimg_rampup: float | None = None):
         super().__init__()
         self.augment = parse_policy(augment)  # DiffAugment on everything D sees
         self.pack = int(pack)  # PacGAN: D judges `pack` samples at once (its input is widened to match)
@@ -38,6 +38,9 @@ class GAN(Method):
                             f"and {type(self.G).__name__} has no styles: use model=stylegan2")
         self.d_steps = int(loss.get("d_steps", 1))
         self.ema_beta, self.ema_start, self.ema_rampup = float(ema_beta), int(ema_start), bool(ema_rampup)
+        # StyleGAN2's form: a half-life in thousands of images (replaces ema_beta when set).
+        self.ema_kimg = float(ema_kimg) if ema_kimg is not None else None
+        self.ema_kimg_rampup = float(ema_kimg_rampup) if ema_kimg_rampup is not None else None
         self.optimizers = {"G": build_optimizer(optim.generator, self.G.parameters()),
                            "D": build_optimizer(optim.discriminator, self.D.parameters())}
         self.d_steps_done = 0  # a Python int: reading a device tensor each step would sync the GPU
@@ -85,7 +88,11 @@ class GAN(Method):
         self.regularize_g(step, len(real), labels, out)
         self.D.requires_grad_(True)
 
-        update_ema(self.G_ema, self.G, ema_beta(self.ema_beta, step, self.ema_start, self.ema_rampup))
+        if self.ema_kimg is not None:
+            beta = half_life_beta(len(real), self.ema_kimg, step * len(real), self.ema_kimg_rampup)
+        else:
+            beta = ema_beta(self.ema_beta, step, self.ema_start, self.ema_rampup)
+        update_ema(self.G_ema, self.G, beta)
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
         return out
