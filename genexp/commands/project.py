@@ -20,6 +20,7 @@ from genexp.commands.common import restore_method, run_dir
 from genexp.data.base import resize
 from genexp.errors import UserError
 from genexp.logger import Console
+from genexp.metrics.suite import rgb
 from genexp.training.runtime import resolve_device
 from genexp.viz import image_grid, save_png
 
@@ -115,10 +116,6 @@ def build_distance(cfg: DictConfig, train_cfg: DictConfig, device):
     feature_distance = FeatureDistance(extractor.to(device))
     return ((lambda image, target: mse_weight * F.mse_loss(image, target) + feature_distance(image, target).mean()),
             f"{mse_weight:g} * mse + feature distance ({ident['name']}; LPIPS unavailable here)")
-
-
-def rgb(x: torch.Tensor) -> torch.Tensor:
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def w_statistics(G, samples: int = 10000) -> tuple[torch.Tensor, float]:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from genexp.data.base import unit_to_uint8
+from genexp.metrics.ppl import slerp
 from genexp.viz import image_grid
 
 
@@ -39,14 +40,6 @@ def mixing_grid(G, row_z: torch.Tensor, col_z: torch.Tensor, layers: list[int], 
     return torch.cat(cells).float().clamp(-1, 1).cpu()
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation: Gaussian latents keep their norm along the path."""
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-
-
 @torch.no_grad()
 def interpolation(G, keys: torch.Tensor, frames: int, space: str, labels, psi: float,
                   noise_mode: str) -> torch.Tensor:
@@ -58,7 +51,7 @@ def interpolation(G, keys: torch.Tensor, frames: int, space: str, labels, psi: f
         for i in range(frames):
             t = i / frames
             if space == "z":
-                ws = G.styles(slerp(a, b, t)[None], label, psi)
+                ws = G.styles(slerp(a[None], b[None], torch.full((1, 1), t, device=a.device)), label, psi)
             else:
                 wa, wb = G.styles(a[None], label, psi), G.styles(b[None], label, psi)
                 ws = torch.lerp(wa, wb, t)
