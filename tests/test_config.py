@@ -7,10 +7,11 @@ from omegaconf import OmegaConf, open_dict
 
 from genexp.config.checks import check_composition
 from genexp.config.prepare import sweep_variants
+from genexp.errors import UserError
 
 from .conftest import CONF, compose
 
-IMAGE_DATA = ["digits", "mnist", "fashion_mnist", "stacked_mnist", "cifar10", "images", "ffhq"]
+IMAGE_DATA = ["digits", "digits8", "mnist", "fashion_mnist", "stacked_mnist", "cifar10", "images", "ffhq"]
 POINT_DATA = ["ring", "grid"]
 
 
@@ -45,9 +46,20 @@ def test_point_data_composes_with_mlp(data):
 
 @pytest.mark.parametrize("group", ["loss", "optim", "logger", "trainer", "debug"])
 def test_group_options_compose(group):
+    """Every option composes with a model of its family (GAN options with the default DCGAN)."""
     for option in options(group):
+        family = (compose("train", [f"{group}={option}"]).get(group) or {}).get("family", "gan")
+        if family != "gan" or (group == "optim" and "generator" not in compose("train", [f"optim={option}"]).optim):
+            continue  # the likelihood families' own tests compose these with their models
         cfg = checked("train", [f"{group}={option}"])
         assert cfg is not None
+
+
+def test_a_likelihood_loss_or_optimizer_on_a_gan_is_refused():
+    with pytest.raises(UserError, match="loss=nll is an objective for likelihood models"):
+        checked("train", ["loss=nll"])
+    with pytest.raises(UserError, match="optim=adam_ml has no 'generator' optimizer"):
+        checked("train", ["optim=adam_ml"])
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

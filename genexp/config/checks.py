@@ -70,6 +70,9 @@ def check_train(cfg: DictConfig) -> None:
     else:
         if model.dim != data.dim:
             raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
+    if "levels" in model and model.levels is None and model.get("discrete", True):
+        raise UserError(f"model={model.name} scores discrete pixel values and data={data.name} has none "
+                        "(data.levels=null): use data=digits8, or data.levels=256 for 8-bit images at their native size")
     policy = OmegaConf.select(model, "method.augment", default=None)
     policy = OmegaConf.to_container(policy) if OmegaConf.is_list(policy) else policy
     if policy:
@@ -101,6 +104,12 @@ def check_train(cfg: DictConfig) -> None:
     if int(loss.get("d_steps", 1)) < 1:
         raise UserError(f"loss.d_steps={loss.d_steps}: needs at least one D step per G step")
     optim = cfg.optim
+    # GAN-like families train a generator and a discriminator; likelihood families one `model`.
+    wanted = ("generator", "discriminator") if model.family == "gan" else ("model",)
+    for key in wanted:
+        if key not in optim:
+            raise UserError(f"optim={optim.name} has no '{key}' optimizer, which model={model.name} ({model.family}) "
+                            f"needs: use optim={'adam' if model.family == 'gan' else 'adam_ml'} or one like it")
     try:
         from genexp.optim.schedule import LrDecay
 

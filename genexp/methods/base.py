@@ -37,6 +37,14 @@ class Method(nn.Module):
         the classes of a conditional model."""
         raise NotImplementedError
 
+    # Optional, where a family has them (the nll and recon metrics, eval and sample look for them):
+    #   nll(x, labels, iwae_samples=k) -> {name: (N,) tensor}: negative log-likelihoods in nats per
+    #       example of the discrete data (x in [-1, 1], model.levels levels; genexp/data/discrete.py),
+    #       e.g. {"exact": ...} for a flow or an autoregressive model, {"elbo": ..., "iwae": ...} for a
+    #       VAE (bounds on the NLL). Models without importance sampling ignore iwae_samples.
+    #   reconstruct(x, labels) -> x_hat: images in [-1, 1] through the encoder and back.
+    #   encode(x, labels) -> codes.
+
     def state_dict_all(self) -> dict:
         return {"modules": self.state_dict(),
                 "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}}

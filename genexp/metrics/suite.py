@@ -21,6 +21,8 @@ from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolv
 from genexp.metrics.modes import mode_statistics, stacked_mode_statistics
 
 POINT_METRICS = ("modes",)
+ANY_DATA = ("nll", "recon")  # scored on held-out data of either kind
+MODEL_METRICS = ("ppl", "nll", "recon")  # need the model itself, not only its samples
 REAL_SIDE = ("fid", "kid", "pr")  # metrics that compare against real-data statistics
 STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear"}
 
@@ -42,6 +44,7 @@ class Metric:
     def __init__(self, key: str, kind: str, metric, num_samples: int, protocol: dict):
         self.key, self.kind, self.metric, self.num_samples, self.protocol = key, kind, metric, num_samples, protocol
         self.cache_path: Path | None = None  # its cached reference statistics, once looked up
+        self.dataset = None  # held-out metrics (nll, recon): the split they score
 
 
 class MetricSuite:
@@ -59,8 +62,8 @@ class MetricSuite:
         self._real_done = False
         other_kind = []
         for name, cfg in (metrics_cfg or {}).items():
-            if cfg.get("kind", name) in POINT_METRICS and data_cfg.kind != "points" or \
-                    cfg.get("kind", name) not in POINT_METRICS and data_cfg.kind == "points":
+            kind = cfg.get("kind", name)
+            if kind not in ANY_DATA and (kind in POINT_METRICS) != (data_cfg.kind == "points"):
                 other_kind.append(name)
                 continue
             try:
@@ -78,6 +81,8 @@ class MetricSuite:
 
     def _build(self, name: str, cfg, num_samples: int | None) -> Metric:
         kind = cfg.get("kind", name)
+        if kind in ("nll", "recon"):
+            return self._build_held_out(kind, cfg, num_samples)
         n = int(num_samples or cfg.num_samples)
         n_real = min(n, len(self.dataset))
         if kind == "modes":
@@ -98,7 +103,7 @@ class MetricSuite:
         if kind == "ppl":
             return self._build_ppl(cfg, n)
         if kind not in ("fid", "kid", "is", "pr"):
-            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr, lpips or ppl")
+            raise MetricUnavailable(f"unknown metric kind '{kind}': use fid, kid, is, pr, lpips, ppl, nll or recon")
         extractor_name = resolve_name(cfg.get("extractor", "auto"), self.data_cfg.name)
         output = "logits" if kind == "is" else "features"
         module, ident = build_extractor(extractor_name, output, cfg.get("weights"), cfg.get("resize"),
@@ -182,6 +187,55 @@ class MetricSuite:
         key = f"ppl_{space}{'end' if sampling == 'end' else 'full'}/{ident['name']}@{count_label(n)}"
         return Metric(key, "ppl", net.to(self.device), n, protocol)
 
+    def _build_held_out(self, kind: str, cfg, num_samples: int | None) -> Metric:
+        from genexp.metrics.likelihood import held_out
+
+        dataset, split = held_out(self.data_cfg, cfg.get("split"), self.dataset)
+        n = min(int(num_samples or cfg.get("num_samples") or len(dataset)), len(dataset))
+        label = split if n == len(dataset) else f"{split}:{count_label(n)}"
+        protocol = {"split": split, "examples": n, "batch_size": int(cfg.get("batch_size", 100))}
+        lpips = None
+        if kind == "nll":
+            protocol.update(iwae_samples=int(cfg.get("iwae_samples", 1000)), levels=self.data_cfg.get("levels"))
+        else:
+            net = cfg.get("net", "alex")
+            try:
+                lpips = lpips_metric(net).to(self.device)
+                protocol["lpips"] = net
+            except Exception as exc:
+                self.note(f"metric recon: LPIPS left out, pixel MSE only (LPIPS needs torchvision and its {net} "
+                          f"weights, {type(exc).__name__}): pip install 'genexp[gpu]' where torchvision matches torch")
+        metric = Metric(f"{kind}@{label}", kind, lpips, n, protocol)
+        metric.dataset = dataset
+        return metric
+
+    def _held_out_scores(self, model) -> dict[str, float]:
+        from genexp.metrics.likelihood import mean_nll, nll_results, reconstruction
+
+        results = {}
+        for m in (m for m in self.metrics if m.kind in ("nll", "recon")):
+            hook = "nll" if m.kind == "nll" else "reconstruct"
+            if model is None or not hasattr(model[0], hook):
+                what = type(model[0]).__name__ if model is not None else "generated images"
+                why = ("it needs a model with a likelihood (a VAE, flow or autoregressive model)" if m.kind == "nll"
+                       else "it needs a model with an encoder (BiGAN, O-GAN, VAE, VQ-VAE)") + f"; {what} has none"
+                if m.key not in self.skipped:
+                    self.skipped[m.key] = why
+                    self.note(f"metric {m.key} skipped: {why}")
+                continue
+            p, label = m.protocol, m.key.split("@", 1)[1]
+            if m.kind == "nll":
+                means = mean_nll(model[0], m.dataset, m.num_samples, p["batch_size"], self.device,
+                                 iwae_samples=p["iwae_samples"])
+                dims = int(torch.as_tensor(m.dataset[0][0]).numel())
+                results.update(nll_results(means, label, dims))
+            else:
+                scores = reconstruction(model[0], m.dataset, m.num_samples, p["batch_size"], self.device, m.metric)
+                results[f"recon/mse@{label}"] = scores["mse"]
+                if "lpips" in scores:
+                    results[f"recon/lpips_{p['lpips']}@{label}"] = scores["lpips"]
+        return results
+
     def __bool__(self) -> bool:
         return bool(self.metrics)
 
@@ -240,6 +294,7 @@ class MetricSuite:
             torch.manual_seed(seed)
             results = self._compute(sample_fn, seed)
             results.update(self._path_lengths(model, seed))
+            results.update(self._held_out_scores(model))
             return results
 
     def _path_lengths(self, model, seed: int) -> dict[str, float]:
@@ -273,7 +328,7 @@ class MetricSuite:
             if hasattr(m.metric, "reset"):  # torchmetrics state; the classifier-only metrics keep none
                 m.metric.reset()
         g = torch.Generator().manual_seed(seed)
-        sampled = [m for m in self.metrics if m.kind != "ppl"]
+        sampled = [m for m in self.metrics if m.kind not in MODEL_METRICS]
         if not sampled:
             return {}
         total = max(m.num_samples for m in sampled)
