@@ -90,6 +90,24 @@ class Trainer:
         image = picture(samples, self.reference, nrow=self.method.num_classes or None)  # a column per class
         save_png(image, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         self.logger.image(self.step, "samples", image)
+        if hasattr(self.method, "reconstruct") and getattr(self.loader.dataset, "kind", "image") == "image":
+            self.reconstruction_grid()
+
+    def reconstruction_grid(self) -> None:
+        """The same real images every time (the first of the data), each row followed by its reconstruction."""
+        dataset, n = self.loader.dataset, max(1, min(int(self.cfg.grid_samples) // 2, len(self.loader.dataset)))
+        real = torch.stack([dataset[i][0] for i in range(n)])
+        labels = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(n)])
+        device = next(self.method.parameters()).device
+        self.method.eval()
+        with torch.no_grad():
+            recon = self.method.reconstruct(real.to(device), labels.to(device) if bool((labels >= 0).all()) else None)
+        self.method.train()
+        nrow = max(1, int(n ** 0.5))
+        rows = [t for start in range(0, n, nrow) for t in (real[start:start + nrow], recon[start:start + nrow].cpu())]
+        image = picture(torch.cat(rows).clamp(-1, 1), nrow=nrow)
+        save_png(image, self.run_dir / "samples" / f"recon_{self.step:06d}.png")
+        self.logger.image(self.step, "reconstructions", image)
 
     def evaluate(self) -> dict[str, float]:
         self.method.eval()
