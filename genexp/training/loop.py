@@ -95,7 +95,9 @@ class Trainer:
 
     def reconstruction_grid(self) -> None:
         """The same real images every time (the first of the data), each row followed by its reconstruction."""
-        dataset, n = self.loader.dataset, max(1, min(int(self.cfg.grid_samples) // 2, len(self.loader.dataset)))
+        dataset = self.loader.dataset
+        nrow = max(1, int(min(int(self.cfg.grid_samples) // 2, len(dataset)) ** 0.5))
+        n = nrow * nrow  # full rows only, so each real row sits right above its reconstruction
         real = torch.stack([dataset[i][0] for i in range(n)])
         labels = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(n)])
         device = next(self.method.parameters()).device
@@ -103,7 +105,6 @@ class Trainer:
         with torch.no_grad():
             recon = self.method.reconstruct(real.to(device), labels.to(device) if bool((labels >= 0).all()) else None)
         self.method.train()
-        nrow = max(1, int(n ** 0.5))
         rows = [t for start in range(0, n, nrow) for t in (real[start:start + nrow], recon[start:start + nrow].cpu())]
         image = picture(torch.cat(rows).clamp(-1, 1), nrow=nrow)
         save_png(image, self.run_dir / "samples" / f"recon_{self.step:06d}.png")
