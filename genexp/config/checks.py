@@ -85,6 +85,17 @@ def check_train(cfg: DictConfig) -> None:
             parse_policy(policy)
         except ValueError as exc:
             raise UserError(f"model.method.augment={policy}: {exc}") from None
+    ada = OmegaConf.select(model, "method.ada", default=None)
+    if ada is not None and ada.get("enabled", False):
+        from genexp.methods.ada import PIPELINES
+
+        if data.kind != "image":
+            raise UserError(f"model.method.ada.enabled=true: ADA augments images and data={data.name} is {data.kind}")
+        if ada.get("pipeline", "bgc") not in PIPELINES:
+            raise UserError(f"model.method.ada.pipeline={ada.pipeline}: use one of {', '.join(PIPELINES)}")
+        if "color" in PIPELINES[ada.get("pipeline", "bgc")] and int(data.channels) not in (1, 3):
+            raise UserError(f"model.method.ada.pipeline={ada.pipeline} has colour transforms, which take 1 or 3 "
+                            f"channels, and data.channels={data.channels}: use model.method.ada.pipeline=bg")
     classes = int(model.get("num_classes", 0) or 0)
     if classes:
         if int(data.get("num_classes", 0) or 0) != classes:

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from genexp.errors import UserError
+from genexp.methods.ada import AdaptiveAugment
 from genexp.methods.augment import augment, parse_policy
 from genexp.methods.base import Batch, Method
 from genexp.methods.ema import ema_beta, half_life_beta, update_ema
@@ -20,9 +21,13 @@ from genexp.optim.build import build_optimizer
 class GAN(Method):
     def __init__(self, model: DictConfig, loss: DictConfig, optim: DictConfig,
                  ema_beta: float = 0.999, ema_start: int = 0, ema_rampup: bool = False, pack: int = 1,
-                 augment=(), ema_kimg: float | None = None, ema_kimg_rampup: float | None = None):
+                 augment=(), ema_kimg: float | None = None, ema_kimg_rampup: float | None = None,
+                 ada: DictConfig | dict | None = None):
         super().__init__()
         self.augment = parse_policy(augment)  # DiffAugment on everything D sees
+        # ADA: p adapts to D's overfitting; a submodule, so p travels in checkpoints
+        ada = dict(ada or {})
+        self.ada = AdaptiveAugment(**ada) if ada.pop("enabled", False) else None
         self.pack = int(pack)  # PacGAN: D judges `pack` samples at once (its input is widened to match)
         self.G = instantiate(model.generator)
         self.D = instantiate(model.discriminator)
@@ -68,6 +73,8 @@ class GAN(Method):
             real_logits, fake_logits = self.D(real_p, d_labels), self.D(fake_p, d_labels)
             d_loss = self.objective.d_loss(real_logits, fake_logits, real_p, fake_p)
             out["loss/d"] = d_loss.detach()
+            if self.ada is not None:
+                self.ada.observe(real_logits, len(real))
             d_loss = d_loss + self.regularize(real_p, fake_p, d_labels, out)
             self.optimizers["D"].zero_grad(set_to_none=True)
             d_loss.backward()
@@ -95,6 +102,9 @@ class GAN(Method):
         update_ema(self.G_ema, self.G, beta)
         out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
                     "d/fake": fake_logits.detach().mean()})
+        if self.ada is not None:
+            out["ada/p"] = self.ada.p.detach().clone()
+            out["ada/sign_real"] = real_logits.detach().sign().mean()
         return out
 
     def regularize_g(self, step: int, batch: int, labels, out: dict) -> None:
@@ -113,7 +123,9 @@ class GAN(Method):
         self.optimizers["G"].step()
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D judges: augmented (DiffAugment), then packed (PacGAN)."""
+        """What D judges: augmented (ADA, DiffAugment), then packed (PacGAN)."""
+        if self.ada is not None:
+            x = self.ada(x)
         return pack_samples(augment(x, self.augment), self.pack)
 
     def regularize(self, real, fake, labels, out: dict) -> torch.Tensor | float:
