@@ -97,3 +97,23 @@ def test_p_rises_on_an_overfitting_toy_and_survives_resume(run, tmp_path):
     a = torch.load(full / "checkpoints/last.pt", weights_only=True)["method"]
     b = torch.load(fork / "checkpoints/last.pt", weights_only=True)["method"]
     assert_bitwise_equal(a, b)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["model.method.ada.pipeline=bgcx"], "use one of blit, geom, color, bg, bgc"),
+    (["data=images", "data.path=/x.zip", "data.channels=4"], "use model.method.ada.pipeline=bg"),
+    (["model=mlp", "data=ring", "+model.method.ada.enabled=true"], "ADA augments images"),
+])
+def test_ada_mistakes_are_one_line(args, words):
+    from omegaconf import open_dict
+
+    from genexp.config.checks import check_composition
+    from genexp.errors import UserError
+
+    from .conftest import compose
+
+    cfg = compose("train", ["model.method.ada.enabled=true", *args] if "model=mlp" not in args else args)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    with pytest.raises(UserError, match=words):
+        check_composition("train", cfg)

@@ -93,7 +93,8 @@ def check_train(cfg: DictConfig) -> None:
             raise UserError(f"model.method.ada.enabled=true: ADA augments images and data={data.name} is {data.kind}")
         if ada.get("pipeline", "bgc") not in PIPELINES:
             raise UserError(f"model.method.ada.pipeline={ada.pipeline}: use one of {', '.join(PIPELINES)}")
-        if "color" in PIPELINES[ada.get("pipeline", "bgc")] and int(data.channels) not in (1, 3):
+        colour = set(PIPELINES["color"]) & set(PIPELINES[ada.get("pipeline", "bgc")])
+        if colour and int(data.channels) not in (1, 3):
             raise UserError(f"model.method.ada.pipeline={ada.pipeline} has colour transforms, which take 1 or 3 "
                             f"channels, and data.channels={data.channels}: use model.method.ada.pipeline=bg")
     classes = int(model.get("num_classes", 0) or 0)
