@@ -319,3 +319,31 @@ def test_project_writes_the_image_latent_and_report(run, tmp_path, sg2_ckpt):
     for args, words in ((["space=z"], "space=z"), (["distance=l3"], "distance=l3")):
         with pytest.raises(UserError, match=words):
             project(compose("project", [f"ckpt={ckpt}", f"target={target}", "steps=2", *args]))
+
+
+def test_bf16_blocks_are_the_top_resolutions_and_stay_close_to_float32():
+    """The official num_fp16_res in bf16: the top blocks autocast, outputs float32 and near the float32
+    network's; R1's double backward goes through them."""
+    from genexp.models.stylegan2 import Discriminator, Generator
+
+    torch.manual_seed(0)
+    kw = dict(resolution=32, channels=3, channel_base=2048, channel_max=64)
+    g32, g16 = Generator(z_dim=64, w_dim=64, mapping_layers=2, **kw), Generator(z_dim=64, w_dim=64, mapping_layers=2,
+                                                                              bf16_res=2, **kw)
+    g16.load_state_dict(g32.state_dict())
+    assert [getattr(g16.synthesis, f"b{r}").bf16 for r in g16.synthesis.resolutions] == [False, False, True, True]
+    z = torch.randn(4, 64)
+    a, b = g32.eval()(z, noise_mode="const"), g16.eval()(z, noise_mode="const")
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()  # bf16 keeps about 3 significant digits
+    d32, d16 = Discriminator(**kw), Discriminator(bf16_res=2, **kw)
+    d16.load_state_dict(d32.state_dict())
+    assert [getattr(d16, f"b{r}").bf16 for r in d16.resolutions] == [True, True, False]
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    logits = d16(x)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, d32(x), atol=0.02 * float(d32(x).abs().max()))
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    grad.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d16.b32.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in d16.parameters() if p.grad is not None)

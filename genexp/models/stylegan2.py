@@ -17,6 +17,11 @@ stylegan2-ada-pytorch networks, so parameter counts match theirs for the same co
 - channels = min(channel_base / resolution, channel_max), so every power of two works.
 
 Resampling is the FIR filter applied as a depthwise convolution (upfirdn2d written out in torch).
+
+Mixed precision as the official ``num_fp16_res``, in bfloat16: ``bf16_res`` highest-resolution blocks of
+G and of D run under bf16 autocast (the costliest layers, where the memory goes); the toRGB sum, the
+mapping network and D's epilogue stay in float32. bf16 keeps float32's exponent range, so the official
+fp16 activation clamp (conv_clamp=256) and loss scaling are not needed.
 """
 
 from __future__ import annotations
@@ -218,9 +223,20 @@ class ToRGB(nn.Module):
         return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
 
 
+def bf16_from(resolution: int, bf16_res: int) -> int:
+    """The lowest resolution whose blocks run in bf16 when the top ``bf16_res`` do (none when 0)."""
+    return max(2 ** (int(np.log2(resolution)) + 1 - bf16_res), 8) if bf16_res > 0 else resolution * 2
+
+
+def bf16_autocast(x: torch.Tensor, enabled: bool):
+    return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 class SynthesisBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
@@ -233,25 +249,28 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str):
         """``ws``: this block's num_conv + 1 styles (the last one also starts the next block)."""
-        if self.first:
-            x = self.const.unsqueeze(0).expand(len(ws), -1, -1, -1).to(ws.dtype)
-            x = self.conv1(x, ws[:, 0], noise_mode)
-        else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv])
+        with bf16_autocast(ws, self.bf16):
+            if self.first:
+                x = self.const.unsqueeze(0).expand(len(ws), -1, -1, -1).to(ws.dtype)
+                x = self.conv1(x, ws[:, 0], noise_mode)
+            else:
+                x = self.conv0(x if self.bf16 else x.float(), ws[:, 0], noise_mode)
+                x = self.conv1(x, ws[:, 1], noise_mode)
+            y = self.torgb(x, ws[:, self.num_conv]).float()
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
 
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int):
+    def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int,
+                 bf16_res: int = 0):
         super().__init__()
         self.resolutions = block_resolutions(resolution)
         self.num_ws = 0
         for res in self.resolutions:
             cin = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
-            block = SynthesisBlock(cin, channels_at(res, channel_base, channel_max), w_dim, res, img_channels)
+            block = SynthesisBlock(cin, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
+                                   bf16=res >= bf16_from(resolution, bf16_res))
             setattr(self, f"b{res}", block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB
@@ -276,11 +295,11 @@ class Generator(nn.Module):
     def __init__(self, z_dim: int = 512, w_dim: int = 512, resolution: int = 256, channels: int = 3,
                  num_classes: int = 0, mapping_layers: int = 8, channel_base: int = 32768,
                  channel_max: int = 512, style_mixing: float = 0.9, w_avg_beta: float = 0.995,
-                 mapping_lr_multiplier: float = 0.01):
+                 mapping_lr_multiplier: float = 0.01, bf16_res: int = 0):
         super().__init__()
         self.z_dim, self.w_dim, self.resolution, self.channels = z_dim, w_dim, resolution, channels
         self.num_classes, self.style_mixing = num_classes, style_mixing
-        self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max, bf16_res)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, num_classes, w_dim, self.num_ws, mapping_layers,
                                       mapping_lr_multiplier, w_avg_beta)
@@ -318,8 +337,9 @@ class Generator(nn.Module):
 
 class DiscriminatorBlock(nn.Module):
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 architecture: str):
+                 architecture: str, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu")
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu")
@@ -329,13 +349,13 @@ class DiscriminatorBlock(nn.Module):
             self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
-        if x is None:
-            x = self.fromrgb(img)
-        if not self.resnet:
-            return self.conv1(self.conv0(x))
-        # Both paths at gain sqrt(1/2): the sum keeps unit variance.
-        y = self.skip(x, gain=math.sqrt(0.5))
-        return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        with bf16_autocast(img, self.bf16):
+            x = self.fromrgb(img) if x is None else (x if self.bf16 else x.float())
+            if not self.resnet:
+                return self.conv1(self.conv0(x))
+            # Both paths at gain sqrt(1/2): the sum keeps unit variance.
+            y = self.skip(x, gain=math.sqrt(0.5))
+            return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -362,7 +382,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, resolution: int = 256, channels: int = 3, num_classes: int = 0, channel_base: int = 32768,
                  channel_max: int = 512, mbstd_group: int = 4, mbstd_channels: int = 1,
-                 architecture: str = "resnet", pack: int = 1):
+                 architecture: str = "resnet", pack: int = 1, bf16_res: int = 0):
         super().__init__()
         if architecture not in ("resnet", "orig"):
             raise UserError(f"model.discriminator.architecture={architecture}: use resnet or orig")
@@ -372,7 +392,7 @@ class Discriminator(nn.Module):
             cin = channels_at(res, channel_base, channel_max) if res < resolution else 0
             block = DiscriminatorBlock(cin, channels_at(res, channel_base, channel_max),
                                        channels_at(res // 2, channel_base, channel_max), channels * pack,
-                                       architecture)
+                                       architecture, bf16=res >= bf16_from(resolution, bf16_res))
             setattr(self, f"b{res}", block)
         cmap_dim = channels_at(4, channel_base, channel_max) if num_classes else 0
         if num_classes:
@@ -389,4 +409,4 @@ class Discriminator(nn.Module):
             if labels is None:
                 raise ValueError("a conditional discriminator needs labels")
             cmap = self.mapping(None, F.one_hot(labels, self.num_classes).float())
-        return self.b4(x, cmap)
+        return self.b4(x.float(), cmap)
