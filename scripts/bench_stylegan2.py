@@ -8,7 +8,7 @@ torch.compile cannot run: it has no double backward) on random images,
 with the preset for that resolution (model=stylegan2_32: the official CIFAR layout; 64: cfg=auto).
 It reports seconds per step (median over ``--steps`` after two warm-up steps; compile's warm-up is
 its compile time, reported apart), images per second, and peak RSS, or peak CUDA memory on a GPU,
-each against eager + contiguous in the same invocation. Results go to the console and
+each against eager + contiguous in the same invocation (the bf16 row: compare it with eager+r1+pl). Results go to the console and
 docs/bench/stylegan2.json.
 """
 
@@ -28,11 +28,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# (compile, channels_last, lazy regularizers). torch.compile cannot differentiate twice (aot_autograd
+# (compile, channels_last, config overrides). torch.compile cannot differentiate twice (aot_autograd
 # has no double backward), so R1 and path length run in eager mode only: the compile comparison is
-# on the main step, and one eager row adds the regularizers.
-VARIANTS = {"eager": (False, False, False), "channels_last": (False, True, False), "compile": (True, False, False),
-            "compile+channels_last": (True, True, False), "eager+r1+pl": (False, False, True)}
+# on the main step, and one eager row adds the regularizers. bf16: the top 4 resolutions of G and D
+# in bf16 autocast (the official num_fp16_res=4). ada: the bgc pipeline at a fixed p = 0.5.
+REGULARIZED = ["+loss/reg=[r1,pl]"]
+VARIANTS = {"eager": (False, False, []), "channels_last": (False, True, []), "compile": (True, False, []),
+            "compile+channels_last": (True, True, []), "eager+r1+pl": (False, False, REGULARIZED),
+            "bf16+r1+pl": (False, False, REGULARIZED + ["model.generator.bf16_res=4"]),
+            "eager+ada": (False, False, ["model.method.ada.enabled=true", "model.method.ada.target=null",
+                                         "model.method.ada.p=0.5"])}
 
 
 def peak_rss_mib() -> float:
@@ -64,11 +69,11 @@ def child(resolution: int, variant: str, batch: int, steps: int) -> dict:
     from genexp.config.prepare import compose
     from genexp.methods import build_method
 
-    compiled, channels_last, regularized = VARIANTS[variant]
+    compiled, channels_last, overrides = VARIANTS[variant]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = compose("train", [f"model=stylegan2_{resolution}", "data=images", "data.path=unused",
                             f"data.resolution={resolution}", "optim.betas=[0,0.99]", "optim.lr=0.0025",
-                            "metrics=[]"] + (["+loss/reg=[r1,pl]"] if regularized else []), conf_dir())
+                            "metrics=[]", *overrides], conf_dir())
     with open_dict(cfg):
         cfg.model.discriminator.mbstd_group = min(4, batch)
     torch.manual_seed(0)
@@ -93,7 +98,8 @@ def child(resolution: int, variant: str, batch: int, steps: int) -> dict:
             "params_G": sum(p.numel() for p in method.G.parameters()),
             "params_D": sum(p.numel() for p in method.D.parameters()),
             "warmup_s": round(sum(times[:2]), 2), "s_per_step": round(per_step, 4),
-            "images_per_s": round(batch / per_step, 2), "total_s": round(time.perf_counter() - start, 1),
+            "images_per_s": round(batch / per_step, 2), "s_per_kimg": round(1000 * per_step / batch, 1),
+            "total_s": round(time.perf_counter() - start, 1),
             "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib(),
                               1), "memory": "cuda max allocated" if device.type == "cuda" else "peak RSS"}
 
