@@ -7,3 +7,12 @@ escapes is a bug in genexp and is allowed to traceback.
 
 class UserError(Exception):
     """A mistake in the command line, a config, a file or a path: fixable by the user."""
+
+
+class Stopped(Exception):
+    """Training ended on purpose before max_steps (a signal, a non-finite loss). The message says
+    why and how to go on; ``code`` is the process exit status (128 + signal number for signals)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code

@@ -7,13 +7,16 @@ import sys
 
 from omegaconf import DictConfig
 
-from genexp.errors import UserError
+from genexp.errors import Stopped, UserError
 
 
 def run_command(command: str, cfg: DictConfig):
     module = importlib.import_module(f"genexp.commands.{command}")
     try:
         return module.run(cfg)
+    except Stopped as exc:
+        print(f"genexp: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
     except Exception as exc:
         err = user_error_in(exc)
         if err is None:

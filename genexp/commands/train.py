@@ -12,7 +12,7 @@ from genexp.logger import Console, RunLogger
 from genexp.methods import build_method
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
-from genexp.training.checkpoint import load_checkpoint
+from genexp.training.checkpoint import load_checkpoint, newest_good_checkpoint
 from genexp.training.loop import Trainer, config_meta
 from genexp.training.runtime import resolve_device, seed_everything
 
@@ -22,7 +22,14 @@ def run(cfg: DictConfig) -> float | None:
     console = Console(cfg.trainer.progress)
     device = resolve_device(cfg.trainer.device)
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
-    ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
+    auto = cfg.get("resume") == "auto"
+    if auto:  # a restarted job: the newest checkpoint of this run dir that loads, if any
+        found = newest_good_checkpoint(out / "checkpoints", console.note)
+        ckpt = found[1] if found else None
+        resumed_from = found[0] if found else None
+    else:
+        ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
+        resumed_from = cfg.get("resume")
 
     dataset = build_dataset(cfg.data)
     classes = int(cfg.model.get("num_classes", 0) or 0)
@@ -36,13 +43,13 @@ def run(cfg: DictConfig) -> float | None:
                         num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen(), cache_dir=cache_dir())
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
     logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
-                       resume_from_step=int(ckpt["step"]) if ckpt else None)
+                       resume_from_step=int(ckpt["step"]) if ckpt else (0 if auto else None))
     try:
         trainer = Trainer(cfg.trainer, method, loader, logger, console, out, suite, reference,
                           meta=config_meta(cfg, task_overrides()))
         if ckpt is not None:
             trainer.restore(ckpt)
-            console.info(f"resumed from {cfg.resume} at step {trainer.step}")
+            console.info(f"resumed from {resumed_from} at step {trainer.step}")
             if trainer.step >= int(cfg.trainer.max_steps):
                 console.note(f"the run is already at step {trainer.step} >= trainer.max_steps="
                              f"{cfg.trainer.max_steps}: pass a larger trainer.max_steps to train on")

@@ -128,5 +128,10 @@ def check_train(cfg: DictConfig) -> None:
         LrDecay(optim.get("decay", "constant"), optim.get("decay_start", 0.0), cfg.trainer.max_steps)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    trainer = cfg.trainer
+    if str(trainer.get("on_nan", "stop")) not in ("stop", "skip"):
+        raise UserError(f"trainer.on_nan={trainer.on_nan}: use stop (end the run) or skip (skip non-finite steps)")
+    if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
+        raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:
         raise UserError(f"data.batch_size={data.batch_size}: must be at least 1")

@@ -31,7 +31,7 @@ def prepare_args(command: str, args: list[str], conf_dir: Path) -> list[str]:
         return args
     overrides = list(ns.overrides)
     if command == "train":
-        overrides = expand_resume(overrides)
+        overrides = expand_resume(overrides, bool(ns.multirun))
     validate(command, overrides, conf_dir, multirun=bool(ns.multirun))
     flags = [a for a in args if a not in set(ns.overrides)]
     return flags + overrides
@@ -67,13 +67,19 @@ def merge_overrides(base: list[str], user: list[str]) -> list[str]:
     return kept + user
 
 
-def expand_resume(overrides: list[str]) -> list[str]:
+def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     """`resume=<run dir or checkpoint>` re-applies the run's own overrides. It continues in the
     run's dir when the checkpoint is that run's newest; from an older checkpoint it branches
     into a new run dir, so the later checkpoints stay as they are (hydra.run.dir= overrides both)."""
     resume = [o for o in overrides if o.startswith("resume=")]
     target = resume[-1].split("=", 1)[1].strip("'\"") if resume else ""
     if target in ("", "null", "None"):
+        return overrides
+    if target == "auto":  # resolved by the job itself, in its own run dir (commands/train.py)
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        if not any(o.startswith(f"{key}=") for o in overrides):
+            raise UserError(f"resume=auto looks for checkpoints in the run dir: add {key}=<a fixed dir> "
+                            "so that a restarted job finds the same one")
         return overrides
     from genexp.training.checkpoint import load_checkpoint, locate_resume
 
@@ -183,7 +189,7 @@ def check_output_dir(cfg: DictConfig, multirun: bool, overrides: list[str]) -> N
     if not path.is_dir():
         raise UserError(f"{key}={path} is a file, not a directory")
     resume = cfg.get("resume")
-    if resume and not multirun and Path(str(resume)).resolve().is_relative_to(path.resolve()):
+    if resume == "auto" or resume and not multirun and Path(str(resume)).resolve().is_relative_to(path.resolve()):
         return
     used = [p.name for p in itertools.islice(path.iterdir(), 50) if p.name != ".hydra"]
     if used:

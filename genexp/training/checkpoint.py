@@ -24,11 +24,49 @@ def save_checkpoint(payload: dict, path: Path) -> None:
     old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"genexp": {"format": FORMAT, "version": VERSION}, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"genexp": {"format": FORMAT, "version": VERSION}, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a kill: drop the partial file, keep the old checkpoint
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def step_of(path: Path) -> int | None:
+    """step_000500.pt -> 500; other names -> None."""
+    stem = path.stem
+    return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else None
+
+
+def newest_good_checkpoint(ckpt_dir: Path, note=print) -> tuple[Path, dict] | None:
+    """The newest checkpoint in ``ckpt_dir`` that loads (last.pt, then step files newest first); a torn
+    or unreadable one is skipped with a note. None when there is none."""
+    if not ckpt_dir.is_dir():
+        return None
+    steps = sorted((p for p in ckpt_dir.glob("step_*.pt") if step_of(p) is not None), key=step_of, reverse=True)
+    candidates = ([ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []) + steps
+    best: tuple[Path, dict] | None = None
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+        except UserError as exc:
+            note(f"skipped {exc}")
+            continue
+        if best is None or int(ckpt["step"]) > int(best[1]["step"]):
+            best = (path, ckpt)
+        if path.name != "last.pt":  # step files come newest first: the first good one is the newest
+            break
+    return best
+
+
+def prune_steps(ckpt_dir: Path, keep: int) -> None:
+    """Keep the newest ``keep`` step_*.pt files (last.pt and best.pt are never removed)."""
+    steps = sorted((p for p in ckpt_dir.glob("step_*.pt") if step_of(p) is not None), key=step_of, reverse=True)
+    for old in steps[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -3,10 +3,18 @@
 Order within a step, fixed so that a resumed run replays an uninterrupted one:
 train step -> log -> sample grid -> evaluate -> checkpoint. Sampling and evaluation
 use their own seeded generators and never touch the training RNG.
+
+Faults: SIGTERM, SIGINT and SIGUSR1 (SLURM's warning before preemption) finish the current step,
+write a checkpoint and stop; a non-finite loss stops the run before it can be checkpointed (or,
+with ``on_nan=skip``, optimizer steps with non-finite gradients are skipped); a checkpoint that
+cannot be written (a full disk) leaves the previous one as it was and training goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
 import time
 from pathlib import Path
 
@@ -14,16 +22,52 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genexp.data.loader import InfiniteLoader
+from genexp.errors import Stopped
 from genexp.logger import Console, RunLogger
 from genexp.methods.base import Method
-from genexp.metrics.suite import MetricSuite, best_of
-from genexp.training.checkpoint import save_checkpoint
+from genexp.metrics.suite import MetricSuite, best_of, better
+from genexp.training.checkpoint import prune_steps, save_checkpoint
 from genexp.training.runtime import rng_state, set_rng_state
 from genexp.viz import picture, save_png
 
 
 def due(step: int, every: int | None, last: bool) -> bool:
     return bool(every) and (step % int(every) == 0 or last)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_noted(trainer: Trainer):
+    """While training, a stop signal is noted (trainer.stop_signal) and acted on between steps."""
+    def note(signum, frame):
+        trainer.stop_signal = signum
+
+    try:
+        previous = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread (e.g. some launchers): signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def skip_nonfinite_steps(optimizer: torch.optim.Optimizer, counter: list[int]) -> None:
+    """on_nan=skip: an optimizer step whose gradients are not all finite changes nothing (every
+    gradient is dropped, so Adam's moments and step count stay too), and is counted."""
+    def hook(opt, args, kwargs):
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            counter[0] += 1
+
+    optimizer.register_step_pre_hook(hook)
 
 
 class Trainer:
@@ -36,11 +80,18 @@ class Trainer:
         self.step = 0
         self.last_metrics: dict[str, float] = {}
         self.best_metrics: dict[str, float] = {}  # each metric's best value over the run's evaluations
+        self.stop_signal: int | None = None
+        self.saved_step = -1  # the step of the newest checkpoint written
+        self.on_nan = str(cfg.get("on_nan", "stop"))
+        self.skipped = [0]  # optimizer steps skipped for non-finite gradients (on_nan=skip)
+        if self.on_nan == "skip":
+            for optimizer in method.optimizers.values():
+                skip_nonfinite_steps(optimizer, self.skipped)
 
     def state(self) -> dict:
         return {"step": self.step, "method": self.method.state_dict_all(), "data": self.loader.state_dict(),
                 "rng": rng_state(), "last_metrics": dict(self.last_metrics),
-                "best_metrics": dict(self.best_metrics), **self.meta}
+                "best_metrics": dict(self.best_metrics), "skipped_steps": self.skipped[0], **self.meta}
 
     def restore(self, ckpt: dict) -> None:
         self.method.load_state_dict_all(ckpt["method"])
@@ -49,13 +100,15 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.last_metrics = dict(ckpt.get("last_metrics", {}))
         self.best_metrics = dict(ckpt.get("best_metrics", {}))
+        self.skipped[0] = int(ckpt.get("skipped_steps", 0))
+        self.saved_step = self.step
 
     def fit(self) -> dict[str, float]:
         cfg, max_steps = self.cfg, int(self.cfg.max_steps)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         self.method.train()
-        with self.console.progress(max_steps, self.step) as bar:
+        with self.console.progress(max_steps, self.step) as bar, signals_noted(self):
             while self.step < max_steps:
                 scalars = self.method.train_step(self.loader, self.step)
                 self.step += 1
@@ -68,19 +121,50 @@ class Trainer:
                 if due(self.step, cfg.log_every, last):
                     # Means over the steps since the last log; one device sync per log, not per step.
                     logged = {k: float(v) / count for k, v in sums.items()}
+                    if self.on_nan == "skip":
+                        logged["train/skipped_steps"] = float(self.skipped[0])
+                    self.check_finite(logged)
                     sums, count = {}, 0
                     bar.report(self.step, logged)
                 if due(self.step, cfg.sample_every, last):
                     self.sample_grid()
                 if self.suite and due(self.step, cfg.eval_every, last):
                     self.last_metrics = self.evaluate()
-                    self.best_metrics = best_of(self.best_metrics, self.last_metrics)
+                    self.best_metrics = self.keep_best(self.last_metrics)
                     logged.update(self.last_metrics)
                 if logged:
                     self.logger.log(self.step, logged)
-                if due(self.step, cfg.ckpt_every, last):
+                stopping = self.stop_signal is not None
+                if due(self.step, cfg.ckpt_every, last) or stopping:
+                    self.check_finite({k: float(v) for k, v in sums.items()})  # steps not logged yet
                     self.save()
+                if stopping:
+                    name = signal.Signals(self.stop_signal).name
+                    where = f"{self.run_dir}/checkpoints/last.pt" if self.saved_step == self.step else "none written"
+                    raise Stopped(f"stopped by {name} at step {self.step}; checkpoint: {where}; continue with "
+                                  f"resume={self.run_dir} (or resume=auto hydra.run.dir={self.run_dir})",
+                                  128 + int(self.stop_signal))
         return self.last_metrics
+
+    def check_finite(self, values: dict[str, float]) -> None:
+        """A non-finite loss ends the run here, before the diverged state can overwrite a checkpoint."""
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if not bad or self.on_nan == "skip":
+            return
+        kept = f"step {self.saved_step} in {self.run_dir}/checkpoints/" if self.saved_step >= 0 else "none yet"
+        raise Stopped(f"non-finite {', '.join(bad[:3])} by step {self.step}: training stopped; last good "
+                      f"checkpoint: {kept}; lower the learning rate or set trainer.on_nan=skip", 3)
+
+    def keep_best(self, latest: dict[str, float]) -> dict[str, float]:
+        """Each metric's best so far; with keep_best, best.pt holds the state at the objective's best."""
+        key = next((k for k in latest if self.cfg.get("objective") and "_std/" not in k and
+                    (k.split("/", 1)[0] == self.cfg.objective or k.split("@", 1)[0] == self.cfg.objective)), None)
+        improved = key is not None and (key not in self.best_metrics or better(key, latest[key], self.best_metrics[key]))
+        best = best_of(self.best_metrics, latest)
+        if improved and self.cfg.get("keep_best"):
+            self.best_metrics = best
+            self.write(self.run_dir / "checkpoints" / "best.pt", self.state())
+        return best
 
     def sample_grid(self) -> None:
         self.method.eval()
@@ -122,8 +206,20 @@ class Trainer:
     def save(self) -> None:
         state = self.state()
         ckpt_dir = self.run_dir / "checkpoints"
-        save_checkpoint(state, ckpt_dir / f"step_{self.step:06d}.pt")
-        save_checkpoint(state, ckpt_dir / "last.pt")
+        if self.write(ckpt_dir / f"step_{self.step:06d}.pt", state) and self.write(ckpt_dir / "last.pt", state):
+            self.saved_step = self.step
+            if self.cfg.get("keep_last"):
+                prune_steps(ckpt_dir, int(self.cfg.keep_last))
+
+    def write(self, path: Path, state: dict) -> bool:
+        try:
+            save_checkpoint(state, path)
+            return True
+        except OSError as exc:  # e.g. no space left: the previous checkpoint stays whole
+            kept = f"step {self.saved_step}" if self.saved_step >= 0 else "nothing yet"
+            self.console.note(f"checkpoint {path.name} at step {self.step} not written ({exc.strerror or exc}); "
+                              f"the checkpoints hold {kept}; training goes on")
+            return False
 
 
 def config_meta(cfg: DictConfig, overrides: list[str]) -> dict:
