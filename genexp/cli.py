@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint: FID / IS / KID ... as a table and metrics.json",
     "sample": "draw samples from a checkpoint: a PNG grid (or scatter) and a tensor file",
     "project": "invert a StyleGAN2 checkpoint on an image (w / w+): projected image, latent, PSNR",
+    "report": "one table (console, CSV, Markdown) and one plot of every run in a sweep folder",
 }
 
 USAGE = """\
@@ -34,6 +35,7 @@ examples:
   genexp eval ckpt=outputs/train/<run dir>/checkpoints/last.pt metrics=[fid,kid]
   genexp sample ckpt=outputs/train/<run dir>/checkpoints/last.pt n=64 seed=0
   genexp project ckpt=<stylegan2 run>/checkpoints/last.pt target=face.png space=w_plus steps=1000
+  genexp report multirun/<date>/<time> --metric fid   # a sweep: table + report.png
   genexp train --help                                 # config groups and every key
 
 Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...).
@@ -71,6 +73,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from genexp.errors import UserError
 
+    if command == "report":  # reads folders; no config to compose
+        from genexp.commands.report import main as report
+
+        try:
+            report(args)
+        except UserError as err:
+            fail(str(err))
+        return
     try:
         from genexp.config.prepare import prepare_args
 

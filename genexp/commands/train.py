@@ -7,13 +7,14 @@ from omegaconf import DictConfig
 from genexp.commands.common import metrics_chosen, run_dir, task_overrides
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
-from genexp.errors import UserError
+from genexp.errors import Stopped, UserError
 from genexp.logger import Console, RunLogger
 from genexp.methods import build_method
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
 from genexp.training.checkpoint import load_checkpoint, newest_good_checkpoint
 from genexp.training.loop import Trainer, config_meta
+from genexp.training.status import RunStatus
 from genexp.training.runtime import resolve_device, seed_everything
 
 
@@ -44,6 +45,8 @@ def run(cfg: DictConfig) -> float | None:
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
     logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
                        resume_from_step=int(ckpt["step"]) if ckpt else (0 if auto else None))
+    status = RunStatus(out, int(cfg.trainer.max_steps), task_overrides())
+    trainer = None
     try:
         trainer = Trainer(cfg.trainer, method, loader, logger, console, out, suite, reference,
                           meta=config_meta(cfg, task_overrides()))
@@ -57,7 +60,15 @@ def run(cfg: DictConfig) -> float | None:
                   if any(True for _ in m.parameters()) and k != "G_ema"}
         console.info(f"run dir {out} | {cfg.model.name} on {cfg.data.name} with {cfg.loss.name} | {device} | "
                      + ", ".join(f"{k} {v / 1e6:.2f}M params" for k, v in params.items()))
+        status.write("running", trainer)
         trainer.fit()
+        status.write("done", trainer)
+    except Stopped as exc:
+        status.write("stopped", trainer, str(exc))
+        raise
+    except BaseException as exc:
+        status.write("failed", trainer, first_line(exc))
+        raise
     finally:
         logger.close()
     console.info(f"done: {out}/checkpoints/last.pt")
@@ -65,6 +76,11 @@ def run(cfg: DictConfig) -> float | None:
     if value is not None:
         console.info(f"objective {cfg.trainer.objective}: best {value:.6g} over the run's evaluations")
     return value
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def objective(best: dict[str, float], name: str | None) -> float | None:
