@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> float | None:
                 console.note(f"the run is already at step {trainer.step} >= trainer.max_steps="
                              f"{cfg.trainer.max_steps}: pass a larger trainer.max_steps to train on")
         params = {k: sum(p.numel() for p in m.parameters()) for k, m in method.named_children()
-                  if any(True for _ in m.parameters()) and k != "G_ema"}
+                  if any(True for _ in m.parameters()) and not k.endswith("_ema")}
         console.info(f"run dir {out} | {cfg.model.name} on {cfg.data.name} with {cfg.loss.name} | {device} | "
                      + ", ".join(f"{k} {v / 1e6:.2f}M params" for k, v in params.items()))
         status.write("running", trainer)
