@@ -24,11 +24,12 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"noise_mode={noise_mode}: use random, const or none")
     method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device))
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
-    G = method.G_ema if cfg.ema else method.G
+    sample_options = temperature_option(cfg, method)
+    G = getattr(method, "G_ema" if cfg.ema else "G", None)  # families without a generator net (flows) have none
     styled = hasattr(G, "styles")
     if not styled and (mode != "grid" or psi != 1.0 or noise_mode != "random"):
         raise UserError(f"mode={mode} psi={psi:g} noise_mode={noise_mode}: these need a style-based generator "
-                        f"(model=stylegan2), and this checkpoint's is {type(G).__name__}")
+                        f"(model=stylegan2), and this checkpoint's is {type(G if G is not None else method).__name__}")
     g = torch.Generator().manual_seed(int(cfg.seed))
     if mode != "grid":
         check_style_figure(cfg, G)
@@ -41,7 +42,7 @@ def run(cfg: DictConfig) -> None:
             labels = torch.arange(int(cfg.n)) % method.num_classes
         samples = truncated(G, z, labels.to(z.device) if labels is not None else None, psi, noise_mode)
     else:
-        samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels)
+        samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels, **sample_options)
     points = samples.dim() == 2
     reference = None
     if points:  # the real modes in grey behind the samples, when the data is at hand
@@ -95,6 +96,22 @@ def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, co
     torch.save({"frames": images, "keys": key_z.cpu(), "space": cfg.space, "psi": psi, "seed": int(cfg.seed),
                 "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}, out / "interpolation.pt")
     console.info(f"wrote {out / 'interpolation.png'}, interpolation.gif ({len(images)} frames in {cfg.space})")
+
+
+def temperature_option(cfg: DictConfig, method) -> dict:
+    """``temperature`` for a method whose sample takes one (flows); for any other, only the default 1."""
+    import inspect
+
+    t = float(cfg.get("temperature", 1.0))
+    if t < 0:
+        raise UserError(f"temperature={t:g}: must be at least 0 (1: the model's own distribution, "
+                        "0: every prior's mean)")
+    if "temperature" in inspect.signature(method.sample).parameters:
+        return {"temperature": t}
+    if t != 1.0:
+        raise UserError(f"temperature={t:g}: this checkpoint's {type(method).__name__} has no sampling temperature "
+                        "(flows have one); drop temperature= (a GAN's counterpart is psi)")
+    return {}
 
 
 def class_labels(wanted, n: int, num_classes: int) -> torch.Tensor | None:
