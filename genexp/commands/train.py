@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> float | None:
     loader = InfiniteLoader(dataset, int(cfg.data.batch_size), int(cfg.trainer.seed), device,
                             int(cfg.data.get("num_workers", 0)))
     method = build_method(cfg, device)
-    suite = MetricSuite(cfg.get("metrics"), dataset, cfg.data, device, console.note,
+    suite = MetricSuite(default_held_out(cfg, method), dataset, cfg.data, device, console.note,
                         num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen(), cache_dir=cache_dir())
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
     logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
@@ -76,6 +76,24 @@ def run(cfg: DictConfig) -> float | None:
     if value is not None:
         console.info(f"objective {cfg.trainer.objective}: best {value:.6g} over the run's evaluations")
     return value
+
+
+def default_held_out(cfg: DictConfig, method):
+    """The default metrics, plus the held-out ones this model has: nll for a likelihood model on
+    discrete data, recon for a model with an encoder (a list the user gives is taken as it is)."""
+    metrics = cfg.get("metrics")
+    if metrics_chosen():
+        return metrics
+    from omegaconf import OmegaConf
+
+    from genexp.cli import conf_dir
+
+    metrics = OmegaConf.create(OmegaConf.to_container(metrics) if metrics is not None else {})
+    if hasattr(method, "nll") and cfg.data.get("levels"):
+        metrics.nll = OmegaConf.load(conf_dir() / "metrics" / "nll.yaml")
+    if hasattr(method, "reconstruct"):
+        metrics.recon = OmegaConf.load(conf_dir() / "metrics" / "recon.yaml")
+    return metrics
 
 
 def first_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from genexp.metrics.classifiers import DigitsLeNet, MnistLeNet, SmallClassifier
 from genexp.metrics.resize import FILTERS
 
 # Which of genexp's own classifiers serves which dataset when extractor=auto.
-OWN_CLASSIFIERS = {"digits": "digits_lenet", "mnist": "mnist_lenet"}
+OWN_CLASSIFIERS = {"digits": "digits_lenet", "digits8": "digits_lenet", "mnist": "mnist_lenet"}
 NETS = {"digits_lenet": (DigitsLeNet, "python scripts/train_digits_classifier.py"),
         "mnist_lenet": (MnistLeNet, "python scripts/train_mnist_classifier.py --root <mnist idx dir>")}
 # Set to 1 (the tests do) to never download weights; a missing file is then a skipped metric.
