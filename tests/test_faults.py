@@ -202,3 +202,21 @@ def test_keep_last_and_keep_best(tmp_path):
     trainer.step = 6
     trainer.keep_best({"fid/x@1k": 12.0})  # worse: best.pt stays at step 5
     assert load_checkpoint(best_dir / "checkpoints/best.pt")["step"] == 5
+
+
+def test_a_bf16_autocast_step_runs_on_cpu(tmp_path):
+    trainer, _ = tiny_trainer(tmp_path, max_steps=2, ckpt_every=2, precision="bf16")
+    seen = []
+    real_forward = trainer.method.D.forward
+
+    def forward(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    trainer.method.D.forward = forward
+    trainer.fit()
+    assert torch.bfloat16 in seen
+    state = load_checkpoint(tmp_path / "checkpoints/last.pt")["method"]["modules"]
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert tensors and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in tensors)

@@ -131,6 +131,9 @@ def check_train(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     if str(trainer.get("on_nan", "stop")) not in ("stop", "skip"):
         raise UserError(f"trainer.on_nan={trainer.on_nan}: use stop (end the run) or skip (skip non-finite steps)")
+    if str(trainer.get("precision", "32")) not in ("32", "bf16"):
+        raise UserError(f"trainer.precision={trainer.precision}: use 32 or bf16 (fp16 with loss scaling is not "
+                        "supported yet; bf16 needs none)")
     if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
         raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:

@@ -110,7 +110,8 @@ class Trainer:
         self.method.train()
         with self.console.progress(max_steps, self.step) as bar, signals_noted(self):
             while self.step < max_steps:
-                scalars = self.method.train_step(self.loader, self.step)
+                with self.autocast():
+                    scalars = self.method.train_step(self.loader, self.step)
                 self.step += 1
                 last = self.step == max_steps
                 for k, v in scalars.items():
@@ -145,6 +146,12 @@ class Trainer:
                                   f"resume={self.run_dir} (or resume=auto hydra.run.dir={self.run_dir})",
                                   128 + int(self.stop_signal))
         return self.last_metrics
+
+    def autocast(self):
+        """trainer.precision=bf16: the whole step under bfloat16 autocast (float32 range: no loss scaling)."""
+        precision = str(self.cfg.get("precision", "32"))
+        device = next(self.method.parameters()).device.type
+        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def check_finite(self, values: dict[str, float]) -> None:
         """A non-finite loss ends the run here, before the diverged state can overwrite a checkpoint."""
