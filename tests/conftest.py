@@ -13,6 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Reference statistics the tests compute are cached in a throwaway folder, not the user's cache.
 os.environ.setdefault("GENEXP_CACHE", tempfile.mkdtemp(prefix="genexp-test-cache-"))
+# Two pytest-xdist workers on two cores: one thread each (and in the CLI runs they start), or torch's
+# default of a thread per core oversubscribes the machine several times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Nothing is downloaded in tests; Inception is tested with weight files the tests write.
 os.environ["GENEXP_OFFLINE"] = "1"
 CONF = REPO / "conf"
