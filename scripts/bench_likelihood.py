@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 # model -> (train overrides, the nll key reported, note). Each is the configuration its helper chose on val.
 MODELS: dict[str, tuple[list[str], str, str]] = {
     "vae": (["experiment=digits8_vae"], "iwae", "MLP VAE, categorical decoder, 16 latents; IWAE k=1000 (ELBO beside)"),
+    "pixelcnn": (["experiment=digits8_pixelcnn"], "exact", "gated PixelCNN, hidden 24, 6 layers (0.07M parameters)"),
+    "made": (["experiment=digits8_made"], "exact", "MADE, 8 random orderings, level inputs, dropout 0.3"),
     "realnvp": (["model=realnvp", "data=digits8", "trainer.max_steps=1000", "trainer.sample_every=0",
                  "trainer.ckpt_every=1000"], "exact", "RealNVP, 2 scales, uniform dequantisation (an upper bound)"),
     "glow": (["model=glow", "data=digits8", "trainer.max_steps=1000", "trainer.sample_every=0",
