@@ -8,8 +8,8 @@ torch.compile cannot run: it has no double backward) on random images,
 with the preset for that resolution (model=stylegan2_32: the official CIFAR layout; 64: cfg=auto).
 It reports seconds per step (median over ``--steps`` after two warm-up steps; compile's warm-up is
 its compile time, reported apart), images per second, and peak RSS, or peak CUDA memory on a GPU,
-each against eager + contiguous in the same invocation (the bf16 row: compare it with eager+r1+pl). Results go to the console and
-docs/bench/stylegan2.json.
+each against eager + contiguous in the same invocation (the bf16 row: compare it with eager+r1+pl).
+Results go to the console and docs/bench/stylegan2.json.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
 from genexp.training.checkpoint import load_checkpoint, newest_good_checkpoint
 from genexp.training.loop import Trainer, config_meta
-from genexp.training.status import RunStatus
 from genexp.training.runtime import resolve_device, seed_everything
+from genexp.training.status import RunStatus
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -72,7 +72,8 @@ def check_train(cfg: DictConfig) -> None:
             raise UserError(f"model.dim={model.dim} but data.dim={data.dim}: make them equal")
     if "levels" in model and model.levels is None and model.get("discrete", True):
         raise UserError(f"model={model.name} scores discrete pixel values and data={data.name} has none "
-                        "(data.levels=null): use data=digits8, or data.levels=256 for 8-bit images at their native size")
+                        "(data.levels=null): use data=digits8, or data.levels=256 for 8-bit images at their "
+                        "native size")
     policy = OmegaConf.select(model, "method.augment", default=None)
     policy = OmegaConf.to_container(policy) if OmegaConf.is_list(policy) else policy
     if policy:

@@ -166,7 +166,8 @@ class Trainer:
         """Each metric's best so far; with keep_best, best.pt holds the state at the objective's best."""
         key = next((k for k in latest if self.cfg.get("objective") and "_std/" not in k and
                     (k.split("/", 1)[0] == self.cfg.objective or k.split("@", 1)[0] == self.cfg.objective)), None)
-        improved = key is not None and (key not in self.best_metrics or better(key, latest[key], self.best_metrics[key]))
+        improved = key is not None and (key not in self.best_metrics
+                                        or better(key, latest[key], self.best_metrics[key]))
         best = best_of(self.best_metrics, latest)
         if improved and self.cfg.get("keep_best"):
             self.best_metrics = best
