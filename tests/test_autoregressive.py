@@ -149,6 +149,7 @@ def test_train_eval_sample_pixelcnn(run, tmp_path):
     assert torch.allclose(levels, levels.round(), atol=1e-5) and samples.abs().max() <= 1
 
 
+@pytest.mark.slow  # the PixelCNN CLI test covers train -> eval -> sample in the default suite
 def test_train_made_with_several_masks_conditional(run, tmp_path):
     out = tmp_path / "made"
     res = run("train", "model=made", *AR_TINY, "model.net.hidden=[32]", "model.net.num_masks=2",

@@ -156,7 +156,8 @@ def test_bigan_on_points_with_the_mlp_nets():
     assert method.sample(4).shape == (4, 2) and method.reconstruct(x).shape == (5, 2)
 
 
-@pytest.mark.parametrize("model", ["experiment=digits_bigan_qp", "model=ogan"])
+# O-GAN's CLI run is slow-marked: the BiGAN-QP one covers the same CLI path in the default suite.
+@pytest.mark.parametrize("model", ["experiment=digits_bigan_qp", pytest.param("model=ogan", marks=pytest.mark.slow)])
 def test_train_eval_recon_and_sample_through_the_cli(run, tmp_path, model):
     tiny = ["logger=none", "trainer.progress=plain", "trainer.max_steps=2", "trainer.log_every=1",
             "trainer.sample_every=2", "trainer.eval_every=2", "trainer.ckpt_every=2", "trainer.grid_samples=8",
