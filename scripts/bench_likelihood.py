@@ -107,7 +107,7 @@ def main() -> None:
              "Test NLL in nats per 8x8 image (447 test images, 17 levels; lower is better), Tomczak's split.",
              f"Command: `python scripts/bench_likelihood.py --seeds {args.seeds}"
              + (f" --steps-scale {args.steps_scale}" if args.steps_scale != 1 else "") + "`", "",
-             "| model | test NLL (nats) | bits/dim | bound | published (Tomczak) | configuration |",
+             "| model | test NLL (nats) | bits/dim | nll key | published (Tomczak) | configuration |",
              "|---|---|---|---|---|---|"]
     for name in ["uniform", "independent", *args.models.split(",")]:
         values = [r["nll"] for r in rows if r["model"] == name]
