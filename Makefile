@@ -36,11 +36,12 @@ test: install ## the fast test suite (under 10 minutes on 2 cores), in two worke
 test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: install ## benchmarks: loop overhead, demo; metric extractors, memory, cache; StyleGAN2 step time; digits likelihoods
+bench: install ## benchmarks: loop overhead, demo; metrics; StyleGAN2 step time; digits likelihoods; DDP / AMP / compile
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
 	$(BIN)/python scripts/bench_metrics.py
 	$(BIN)/python scripts/bench_stylegan2.py --resolutions 32,64 --batch 4 --steps 3
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_likelihood.py --seeds 3
+	$(BIN)/python scripts/bench_scale.py
 
 bench-modes: install ## mode-collapse tables: ring/grid best config, every objective, Stacked MNIST (hours on CPU)
 	$(BIN)/python scripts/bench_modes.py --seeds 5 --steps 8000 --decay linear --losses lsgan --experiments ring_mlp

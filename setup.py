@@ -5,5 +5,8 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-groups = sorted(f"genexp.conf.{p.name}" for p in Path(__file__).parent.joinpath("conf").iterdir() if p.is_dir())
+conf = Path(__file__).parent / "conf"
+# every folder below conf/, nested ones too (conf/loss/reg, conf/hydra/launcher)
+groups = sorted("genexp.conf." + ".".join(p.relative_to(conf).parts) for p in conf.rglob("*") if p.is_dir()
+                and not p.name.startswith((".", "__")))
 setup(packages=[*find_packages(include=["genexp", "genexp.*"]), "genexp.conf", *groups])

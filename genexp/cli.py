@@ -8,6 +8,7 @@ Imports stay inside functions so that `genexp --help` is instant.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -98,9 +99,31 @@ def run_hydra(command: str, args: list[str]) -> None:
     def task(cfg):
         return run_command(command, cfg)
 
+    args = rank_args(command, args)
     # Hydra parses sys.argv itself; argv[0] only names the program in its messages.
     sys.argv = [f"genexp {command}", *args]
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)()
+
+
+def rank_args(command: str, args: list[str]) -> list[str]:
+    """Data-parallel ranks other than 0 (torchrun, srun) write nothing of their own: Hydra gets a
+    throwaway run dir and no .hydra/ folder; training moves them into rank 0's run dir."""
+    from genexp import distributed
+
+    world = distributed.from_env()
+    if not world.enabled:
+        return args
+    if command != "train":
+        fail(f"genexp {command} runs in one process: start it without torchrun / srun")
+    if any(a in ("-m", "--multirun") for a in args):
+        fail("a sweep (-m) under torchrun / srun: launch one torchrun per run instead (e.g. hydra/launcher=slurm "
+             "with tasks_per_node set to the GPUs per node)")
+    if world.main:
+        return args
+    import tempfile
+
+    scratch = Path(tempfile.gettempdir()) / f"genexp-rank{world.rank}-{os.getpid()}"
+    return [*args, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 
 
 if __name__ == "__main__":

@@ -274,3 +274,18 @@ def test_paired_lpips_compares_each_image_with_its_original(monkeypatch):
     with pytest.raises(Exception, match="mode=sideways"):
         suite_module.MetricSuite(OmegaConf.create({"lpips": {**cfg["lpips"], "mode": "sideways"}}), data, DATA_CFG,
                                  torch.device("cpu"), lambda line: (_ for _ in ()).throw(ValueError(line)))
+
+
+def test_non_finite_samples_give_nan_not_a_crash():
+    """A diverged generator's NaN images: FID's matrix square root of NaN features can kill the
+    process (oneMKL), so the suite reports nan for every sampled metric instead, with one note."""
+    data = DigitsDataset(resolution=16)
+    notes: list[str] = []
+    s = suite({"fid": {"kind": "fid", "num_samples": 64}, "is": {"kind": "is", "num_samples": 64, "splits": 2}},
+              data, notes=notes)
+    nan_images = lambda n, g: torch.full((n, 1, 16, 16), float("nan"))  # noqa: E731
+    results = s.compute(nan_images)
+    assert set(results) == {"fid/digits_lenet@64", "is/digits_lenet@64", "is_std/digits_lenet@64"}
+    assert all(math.isnan(v) for v in results.values())
+    assert any("not finite" in n for n in notes)
+    assert math.isfinite(s.compute(from_data(data))["fid/digits_lenet@64"])  # the next evaluation is whole

@@ -132,9 +132,18 @@ def check_train(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     if str(trainer.get("on_nan", "stop")) not in ("stop", "skip"):
         raise UserError(f"trainer.on_nan={trainer.on_nan}: use stop (end the run) or skip (skip non-finite steps)")
-    if str(trainer.get("precision", "32")) not in ("32", "bf16"):
-        raise UserError(f"trainer.precision={trainer.precision}: use 32 or bf16 (fp16 with loss scaling is not "
-                        "supported yet; bf16 needs none)")
+    if str(trainer.get("precision", "32")) not in ("32", "bf16", "16"):
+        raise UserError(f"trainer.precision={trainer.precision}: use 32, bf16 (bfloat16 autocast) or 16 (float16 "
+                        "autocast with loss scaling)")
+    accumulate = trainer.get("accumulate", 1)
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise UserError(f"trainer.accumulate={accumulate}: a whole number of micro-batches per step, at least 1")
+    if int(data.batch_size) % accumulate:
+        raise UserError(f"data.batch_size={data.batch_size} does not split into trainer.accumulate={accumulate} "
+                        "equal micro-batches: use a multiple")
+    for key in ("compile", "channels_last"):
+        if not isinstance(trainer.get(key, False), bool):
+            raise UserError(f"trainer.{key}={trainer.get(key)}: use true or false")
     if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
         raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:

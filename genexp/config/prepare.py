@@ -27,14 +27,46 @@ def prepare_args(command: str, args: list[str], conf_dir: Path) -> list[str]:
         ns = get_args_parser().parse_args(args)
     except SystemExit as exc:  # argparse already printed its usage line
         raise SystemExit(2) from exc
+    if ns.multirun and (ns.cfg or any(getattr(ns, flag, None) for flag in _INFO_FLAGS if flag != "help")):
+        # Hydra's own refusal is a traceback.
+        raise UserError("--cfg and --info show one run's config: leave out -m (and give a swept key one value); "
+                        "an hparams_search pack's search space shows as hydra.sweeper.params with --cfg hydra")
     if any(getattr(ns, flag, None) for flag in _INFO_FLAGS):
         return args
     overrides = list(ns.overrides)
+    check_optional_groups(command, overrides, conf_dir)
+    check_pack_needs_multirun(overrides, bool(ns.multirun), bool(ns.cfg))
     if command == "train":
         overrides = expand_resume(overrides, bool(ns.multirun))
     validate(command, overrides, conf_dir, multirun=bool(ns.multirun))
     flags = [a for a in args if a not in set(ns.overrides)]
     return flags + overrides
+
+
+def check_optional_groups(command: str, overrides: list[str], conf_dir: Path) -> None:
+    """Hydra skips an `optional` group's option that does not exist (hparams_search=nope would train
+    with the defaults, experiment=nope too): every option named for one must be a file there."""
+    defaults = OmegaConf.load(conf_dir / f"{command}.yaml").get("defaults") or []
+    optional = {k.split(" ", 1)[1] for d in defaults if isinstance(d, DictConfig)
+                for k in d if k.startswith("optional ")}
+    for o in parse(overrides):
+        group = o.key_or_group
+        if group not in optional or o.is_delete() or o.package is not None:
+            continue
+        values = sweep_values(o) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for value in values:
+            if value not in ("null", "None", "") and not (conf_dir / group / f"{value}.yaml").is_file():
+                known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+                raise UserError(f"{group}={value}: no such option (available options in {group}: {', '.join(known)})")
+
+
+def check_pack_needs_multirun(overrides: list[str], multirun: bool, showing: bool) -> None:
+    """An hparams_search pack only sets up a sweeper, which Hydra runs with -m alone: without it the
+    command would quietly train one run with the defaults. (A resume re-applies a trial's overrides,
+    pack included, as a single run: that comes later, from the checkpoint, and is fine.)"""
+    packs = [o for o in overrides if o.lstrip("+").startswith("hparams_search=")]
+    if packs and not multirun and not showing and packs[-1].split("=", 1)[1] not in ("null", ""):
+        raise UserError(f"{packs[-1]} is a sweep: add -m (genexp train -m {packs[-1]})")
 
 
 def one_line(exc: BaseException) -> str:
@@ -107,12 +139,8 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
     choices = []
     for raw, o in zip(overrides, parsed):
         if o.is_sweep_override():
-            try:
-                values = list(o.sweep_string_iterator())
-            except Exception:  # interval() etc. belong to a sweeper such as Optuna
-                values = []
             key = raw.split("=", 1)[0]
-            choices.append([f"{key}={v}" for v in values] or [None])
+            choices.append([f"{key}={v}" for v in sweep_values(o)] or [None])
         else:
             choices.append([raw])
     first = [c[0] for c in choices]
@@ -121,6 +149,86 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
         for v in values[1:]:
             variants.append(first[:i] + [v] + first[i + 1:])
     return [[o for o in v if o is not None] for v in variants]
+
+
+def sweep_values(o) -> list[str]:
+    """The values of one sweep to check: every value of a,b / choice() / range(); for interval(), which a
+    sampling sweeper (Optuna) draws from, its two ends (floats, or integers for int(interval(...)))."""
+    if o.is_interval_sweep():
+        return [str(o.value().start), str(o.value().end)]
+    try:
+        return list(o.sweep_string_iterator())
+    except Exception:  # a sweep this Hydra cannot list: left to the sweeper
+        return []
+
+
+def with_sweeper_params(command: str, overrides: list[str], conf_dir: Path) -> list[str]:
+    """The search space in hydra.sweeper.params (an hparams_search pack's, or the basic sweeper's) as
+    overrides ahead of the command line's, which win for the same key as they do in the sweepers: so a
+    pack's keys and values are checked like the command line's, before any job starts."""
+    cfg = compose(command, sweep_variants(overrides)[0], conf_dir)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    given = {o.get_key_element() for o in parse(overrides)}
+    return [f"{k}={v}" for k, v in params.items() if k not in given] + overrides
+
+
+def check_sweeper(command: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """What the chosen sweeper needs: the basic one lists values (no interval()); Optuna optimises the
+    one number `genexp train` returns, so that number must exist and the direction must fit it."""
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if "BasicSweeper" in target:
+        for raw, o in zip(overrides, parse(overrides)):
+            if o.is_interval_sweep():
+                raise UserError(f"{raw}: interval() is sampled by a sweeper such as Optuna (an hparams_search pack, "
+                                "or hydra/sweeper=optuna); the basic sweeper takes a,b,c / choice() / range()")
+    elif command == "train" and "optuna" in target.lower():
+        check_objective(cfg)
+        sweep_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")))
+        if cfg.get("resume") == "auto" and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+            # resume=auto is for a job that its scheduler starts again, not for the sweep command run again.
+            raise UserError(f"hydra.sweep.dir={sweep_dir} holds an earlier Optuna sweep: a new study's trials would "
+                            "draw new values into the old trials' run dirs; use a new hydra.sweep.dir")
+
+
+def check_objective(cfg: DictConfig) -> None:
+    name = cfg.trainer.get("objective")
+    direction = OmegaConf.select(cfg, "hydra.sweeper.direction", default="minimize")
+    if not name:
+        raise UserError("an Optuna sweep optimises trainer.objective, which is null: set it to a metric the runs "
+                        "evaluate (e.g. trainer.objective=fid)")
+    if not cfg.trainer.get("eval_every"):
+        raise UserError(f"an Optuna sweep optimises the best {name} over a run's evaluations, but "
+                        f"trainer.eval_every={cfg.trainer.get('eval_every')} makes none")
+    if OmegaConf.is_list(direction):
+        raise UserError(f"hydra.sweeper.direction={OmegaConf.to_container(direction)}: genexp train returns one "
+                        f"value (the best {name}), so give one direction")
+    direction = str(direction).split(".")[-1].lower()  # a string, or optuna's Direction enum
+    expected = objective_direction(str(name))
+    if expected is not None and direction != expected:
+        raise UserError(f"hydra.sweeper.direction={direction} but trainer.objective={name} is better when "
+                        f"{'higher' if expected == 'maximize' else 'lower'}: use hydra.sweeper.direction={expected}")
+
+
+def objective_direction(name: str) -> str | None:
+    """maximize or minimize for a metric kind or key (as genexp.metrics.suite ranks them), or None when
+    the name covers keys of both kinds (modes: captured up, reverse_kl down)."""
+    from genexp.metrics.suite import HIGHER_IS_BETTER
+
+    probe = name if "/" in name else name + "/"
+    if probe.startswith(HIGHER_IS_BETTER):
+        return "maximize"
+    if any(h.startswith(probe) for h in HIGHER_IS_BETTER):
+        return None
+    return "minimize"
+
+
+def interval_hint(err: UserError, overrides: list[str]) -> UserError:
+    """`trainer.max_steps=1000.0: expected an integer` reads oddly for interval(1000, 5000): say why."""
+    key = str(err).split("=", 1)[0]
+    for raw, o in zip(overrides, parse(overrides)):
+        if o.get_key_element() == key and o.is_interval_sweep() and "expected an integer" in str(err):
+            return UserError(f"{raw}: {key} takes integers but interval() samples floats: use int(interval(...))")
+    return err
 
 
 def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
@@ -133,19 +241,35 @@ def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             return hydra_compose(command, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise UserError(one_line(exc)) from None
+        raise UserError(one_line(exc) + plugin_hint(str(exc))) from None
+
+
+def plugin_hint(message: str) -> str:
+    """A sweeper or launcher plugin that is not installed shows up as a config Hydra cannot find."""
+    plugins = ("hydra/sweeper/optuna", "hydra/launcher/submitit_local", "hydra/launcher/submitit_slurm")
+    if any(f"'{name}'" in message for name in plugins):
+        return (" (the Optuna sweeper and the submitit launchers come with genexp's sweeps extra: "
+                "pip install -e '.[sweeps]')")
+    return ""
 
 
 def validate(command: str, overrides: list[str], conf_dir: Path, multirun: bool) -> None:
     from genexp.config.checks import check_composition
 
+    if multirun:
+        overrides = with_sweeper_params(command, overrides, conf_dir)
     variants = sweep_variants(overrides) if multirun else [overrides]
-    for variant in variants:
+    for i, variant in enumerate(variants):
         cfg = compose(command, variant, conf_dir)
         check_output_dir(cfg, multirun, variant)
+        if multirun and i == 0:
+            check_sweeper(command, cfg, overrides)
         with open_dict(cfg):
             del cfg["hydra"]  # holds fields that exist only once a job runs
-        check_types(command, cfg, variant, conf_dir)
+        try:
+            check_types(command, cfg, variant, conf_dir)
+        except UserError as err:
+            raise interval_hint(err, overrides) from None
         check_composition(command, cfg)
 
 

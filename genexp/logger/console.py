@@ -81,3 +81,28 @@ class PlainProgress:
         self.last_step, self.last_time = step, now
         self.console.info(f"step {step:>{self.width}}/{self.total}  {format_scalars(values)}  {rate:.1f} it/s")
         sys.stdout.flush()
+
+
+class QuietConsole(Console):
+    """The console of a data-parallel rank other than 0: rank 0 speaks for the run."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    def table(self, title: str, values: dict[str, float]) -> None:
+        pass
+
+    @contextmanager
+    def progress(self, total: int, start: int):
+        yield SilentProgress()
+
+
+class SilentProgress:
+    def advance(self) -> None:
+        pass
+
+    def report(self, step: int, values: dict[str, float]) -> None:
+        pass

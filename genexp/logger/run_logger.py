@@ -113,3 +113,16 @@ def drop_after(path: Path, step: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
+
+
+class SilentLogger:
+    """A data-parallel rank other than 0 logs nothing: no metrics.jsonl, no W&B run."""
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def image(self, step: int, key: str, image) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genexp import distributed
+
 # Luma axis of the colour transforms (the official code's choice: equal RGB weights).
 LUMA = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
 
@@ -103,6 +105,7 @@ class AdaptiveAugment(nn.Module):
                                                                               device=logits.device)])
         self.steps += 1
         if int(self.steps) % self.interval == 0:
+            distributed.all_sum_(self.signs)  # data-parallel: every rank's reals, so p stays one value
             r_t = self.signs[0] / self.signs[1].clamp(min=1)
             step = (r_t - self.target).sign() * (batch * self.interval) / (self.kimg * 1000)
             self.p.copy_((self.p + step.to(self.p.dtype)).clamp(0.0, self.max_p))

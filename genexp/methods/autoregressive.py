@@ -48,18 +48,18 @@ class Autoregressive(Method):
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         self.lr_decay.apply(self.optimizers.values(), step)
-        x, y = next(batches)
-        k = to_levels(x, self.levels)
-        mask = step % self.num_masks if self.num_masks > 1 else None
-        nll = -self.log_prob(k, self.conditioning(y), mask).mean()
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        nll.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-        opt.step()
-        nll = nll.detach()
-        return {"loss/nll": nll, "bpd": bits_per_dim(nll, k[0].numel())}
+        mask = step % self.num_masks if self.num_masks > 1 else None  # one mask set for the whole step
+        dims = []
+
+        def phase():
+            x, y = next(batches)
+            k = to_levels(x, self.levels)
+            dims.append(k[0].numel())
+            nll = -self.log_prob(k, self.conditioning(y), mask).mean()
+            return nll, {"loss/nll": nll.detach()}
+
+        nll = self.optimize("model", phase, clip_grad_norm=self.grad_clip)["loss/nll"]
+        return {"loss/nll": nll, "bpd": bits_per_dim(nll, dims[0])}
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None, iwae_samples: int | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 from hydra.utils import instantiate
@@ -86,46 +87,54 @@ class BiGAN(GAN):
         out: dict[str, torch.Tensor] = {}
         self.lr_decay.apply(self.optimizers.values(), step)
         self.D.requires_grad_(True)
+        reals: list[torch.Tensor] = []  # the last D step's micro-batches, for G and E's step
         for _ in range(self.d_steps):
-            real, _ = next(batches)
-            z = self.latents(len(real), self.z_dim)
-            with torch.no_grad():
-                real_pair, fake_pair = join(real, self.E(real)), join(self.G(z), z)
-            real_logits, fake_logits = self.D(real_pair), self.D(fake_pair)
-            d_loss = self.objective.d_loss(real_logits, fake_logits, real_pair, fake_pair)
-            out["loss/d"] = d_loss.detach()
-            d_loss = d_loss + self.regularize(real_pair, fake_pair, None, out)
-            self.optimizers["D"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.optimizers["D"].step()
+            reals = []
+            out.update(self.optimize("D", partial(self.d_phase, batches, reals)))
             for constrain in self.d_constraints:
                 constrain(self.D)
             self.d_steps_done += 1
 
         self.D.requires_grad_(False)
+        pending = iter(reals)
+        out.update(self.optimize("G", lambda: self.g_phase(next(pending))))
+        self.D.requires_grad_(True)
+
+        beta = ema_decay(self, step, sum(len(real) for real in reals))  # the whole (accumulated) batch
+        update_ema(self.G_ema, self.G, beta)
+        update_ema(self.E_ema, self.E, beta)
+        return out
+
+    def d_phase(self, batches: Iterator[Batch], reals: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on one micro-batch of (x, E(x)) and (G(z), z) pairs; keeps x in ``reals``."""
+        real, _ = next(batches)
+        z = self.latents(len(real), self.z_dim)
+        with torch.no_grad():
+            real_pair, fake_pair = join(real, self.E(real)), join(self.G(z), z)
+        real_logits, fake_logits = self.D(real_pair), self.D(fake_pair)
+        d_loss = self.objective.d_loss(real_logits, fake_logits, real_pair, fake_pair)
+        scalars = {"loss/d": d_loss.detach()}
+        d_loss = d_loss + self.regularize(real_pair, fake_pair, None, scalars)
+        reals.append(real)
+        return d_loss, scalars
+
+    def g_phase(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G and E's loss on one micro-batch of the last D step and as many new latents."""
         z = self.latents(len(real), self.z_dim)
         fake, code = self.G(z), self.E(real)
         fake_logits, real_logits = self.D(join(fake, z)), self.D(join(real, code))
         g_loss = generator_side_loss(self.objective, fake_logits, real_logits)
-        out["loss/g"] = g_loss.detach()
+        scalars = {"loss/g": g_loss.detach()}
         if self.latent_recon_weight:
             latent_err = (self.E(fake.detach()) - z).pow(2).mean()
-            out["recon/latent"] = latent_err.detach()
+            scalars["recon/latent"] = latent_err.detach()
             g_loss = g_loss + self.latent_recon_weight * latent_err
         if self.pixel_recon_weight:
             pixel_err = (self.G(code.detach()) - real).pow(2).mean()
-            out["recon/pixel"] = pixel_err.detach()
+            scalars["recon/pixel"] = pixel_err.detach()
             g_loss = g_loss + self.pixel_recon_weight * pixel_err
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["G"].step()
-        self.D.requires_grad_(True)
-
-        beta = ema_decay(self, step, len(real))
-        update_ema(self.G_ema, self.G, beta)
-        update_ema(self.E_ema, self.E, beta)
-        out.update({"d/real": real_logits.detach().mean(), "d/fake": fake_logits.detach().mean()})
-        return out
+        scalars.update({"d/real": real_logits.detach().mean(), "d/fake": fake_logits.detach().mean()})
+        return g_loss, scalars
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 from hydra.utils import instantiate
@@ -60,67 +61,97 @@ class GAN(Method):
             if name in self.g_regularizers:
                 self.g_regularizers[name].load_state(reg_state)
 
+    def compile_targets(self) -> list[str]:
+        """G and D (BiGAN: and E), less D when it has regularizers (every D regularizer is a gradient
+        penalty, R1, WGAN-GP, WGAN-div: a backward through D's input gradient, which a compiled D
+        refuses) and G when it has regularizers (path length differentiates twice through G's styles
+        and synthesis; it calls them directly, not through the compiled ``G.forward``, so this one is
+        a precaution: a G compiled with backend aot_eager did train with path length)."""
+        exclude = ({"D"} if self.d_regularizers else set()) | ({"G"} if self.g_regularizers else set())
+        return [name for name in super().compile_targets() if name not in exclude]
+
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+        d_out: dict[str, torch.Tensor] = {}
         self.lr_decay.apply(self.optimizers.values(), step)
         self.D.requires_grad_(True)
+        micro: list[tuple] = []  # the last D step's micro-batches: (labels, size, D's real input)
         for _ in range(self.d_steps):
-            real, labels = next(batches)
-            with torch.no_grad():
-                fake = self.G(self.latents(len(real), self.z_dim), labels)
-            real_p, fake_p = self.d_input(real), self.d_input(fake)
-            d_labels = labels if self.pack == 1 else None  # a packed input has no single label
-            real_logits, fake_logits = self.D(real_p, d_labels), self.D(fake_p, d_labels)
-            d_loss = self.objective.d_loss(real_logits, fake_logits, real_p, fake_p)
-            out["loss/d"] = d_loss.detach()
-            if self.ada is not None:
-                self.ada.observe(real_logits, len(real))
-            d_loss = d_loss + self.regularize(real_p, fake_p, d_labels, out)
-            self.optimizers["D"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.optimizers["D"].step()
+            micro = []
+            d_out.update(self.optimize("D", partial(self.d_phase, batches, micro)))
             for constrain in self.d_constraints:
                 constrain(self.D)
-            self.d_steps_done += 1
+            self.d_steps_done += 1  # once per optimizer step: the lazy regularizers' clock
 
-        # D's weights take no gradient from G's loss: skip computing it.
+        # D's weights take no gradient from G's loss: skip computing it. Each G micro-phase takes the
+        # labels and size of one micro-batch of the last D step (and its reals, for relativistic losses).
         self.D.requires_grad_(False)
-        fake = self.G(self.latents(len(real), self.z_dim), labels)
-        fake_logits = self.D(self.d_input(fake), d_labels)
-        real_for_g = self.D(real_p, d_labels).detach() if self.objective.g_needs_real else None
-        g_loss = self.objective.g_loss(fake_logits, real_for_g)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["G"].step()
-        self.regularize_g(step, len(real), labels, out)
+        pending = iter(micro)
+        g_out = self.optimize("G", lambda: self.g_phase(*next(pending)))
+        reg_out: dict[str, torch.Tensor] = {}
+        self.regularize_g(step, micro, reg_out)
         self.D.requires_grad_(True)
 
+        batch = sum(size for _, size, _ in micro)  # the whole (accumulated) batch of the step
         if self.ema_kimg is not None:
-            beta = half_life_beta(len(real), self.ema_kimg, step * len(real), self.ema_kimg_rampup)
+            beta = half_life_beta(batch, self.ema_kimg, step * batch, self.ema_kimg_rampup)
         else:
             beta = ema_beta(self.ema_beta, step, self.ema_start, self.ema_rampup)
         update_ema(self.G_ema, self.G, beta)
-        out.update({"loss/g": g_loss.detach(), "d/real": real_logits.detach().mean(),
-                    "d/fake": fake_logits.detach().mean()})
+        d_real, sign_real = d_out.pop("d/real"), d_out.pop("ada/sign_real", None)
+        out = {**d_out, **reg_out, "loss/g": g_out["loss/g"], "d/real": d_real, "d/fake": g_out["d/fake"]}
         if self.ada is not None:
             out["ada/p"] = self.ada.p.detach().clone()
-            out["ada/sign_real"] = real_logits.detach().sign().mean()
+            out["ada/sign_real"] = sign_real
         return out
 
-    def regularize_g(self, step: int, batch: int, labels, out: dict) -> None:
-        """G's regularizers due at this G step, each its own optimizer step, scaled by its interval."""
+    def d_phase(self, batches: Iterator[Batch], micro: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on one micro-batch (with the regularizers due at this D step); notes the micro-batch
+        in ``micro`` for G's step."""
+        real, labels = next(batches)
+        with torch.no_grad():
+            fake = self.G(self.latents(len(real), self.z_dim), labels)
+        real_p, fake_p = self.d_input(real), self.d_input(fake)
+        d_labels = labels if self.pack == 1 else None  # a packed input has no single label
+        real_logits, fake_logits = self.D(real_p, d_labels), self.D(fake_p, d_labels)
+        d_loss = self.objective.d_loss(real_logits, fake_logits, real_p, fake_p)
+        scalars = {"loss/d": d_loss.detach()}
+        if self.ada is not None:
+            self.ada.observe(real_logits, len(real))
+        d_loss = d_loss + self.regularize(real_p, fake_p, d_labels, scalars)
+        scalars["d/real"] = real_logits.detach().mean()
+        if self.ada is not None:
+            scalars["ada/sign_real"] = real_logits.detach().sign().mean()
+        micro.append((labels, len(real), real_p if self.objective.g_needs_real else None))
+        return d_loss, scalars
+
+    def g_phase(self, labels, size: int, real_p) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss on one micro-batch of new latents, with the labels (and size) of a D micro-batch."""
+        d_labels = labels if self.pack == 1 else None
+        fake = self.G(self.latents(size, self.z_dim), labels)
+        fake_logits = self.D(self.d_input(fake), d_labels)
+        real_for_g = self.D(real_p, d_labels).detach() if self.objective.g_needs_real else None
+        g_loss = self.objective.g_loss(fake_logits, real_for_g)
+        return g_loss, {"loss/g": g_loss.detach(), "d/fake": fake_logits.detach().mean()}
+
+    def regularize_g(self, step: int, micro: list, out: dict) -> None:
+        """G's regularizers due at this G step, each its own optimizer step, scaled by its interval;
+        one micro-phase per micro-batch of the step (its size and labels)."""
         due = {name: reg for name, reg in self.g_regularizers.items() if step % reg.every == 0}
         if not due:
             return
-        z = self.latents(batch, self.z_dim)
-        total = 0.0
-        for name, reg in due.items():
-            penalty = reg(self.G, z, labels)
-            out[f"reg/{name}"] = penalty.detach()
-            total = total + penalty * reg.every
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizers["G"].step()
+        pending = iter(micro)
+
+        def phase():
+            labels, size, _ = next(pending)
+            z = self.latents(size, self.z_dim)
+            total, scalars = 0.0, {}
+            for name, reg in due.items():
+                penalty = reg(self.G, z, labels)
+                scalars[f"reg/{name}"] = penalty.detach()
+                total = total + penalty * reg.every
+            return total, scalars
+
+        out.update(self.optimize("G", phase))
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D judges: augmented (ADA, DiffAugment), then packed (PacGAN)."""

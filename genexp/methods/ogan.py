@@ -18,6 +18,7 @@ lambda = 0.5 and the reconstruction G(0.8 * standardise(E(x))) follow the offici
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
@@ -53,46 +54,56 @@ class OGAN(GAN):
         self.correlation_weight, self.recon_scale = float(correlation_weight), float(recon_scale)
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+        d_out: dict[str, torch.Tensor] = {}
         self.lr_decay.apply(self.optimizers.values(), step)
-        lam = self.correlation_weight
         self.D.requires_grad_(True)
+        micro: list[tuple] = []  # the last D step's micro-batches: (size, D's real input)
         for _ in range(self.d_steps):
-            real, _ = next(batches)
-            z = self.latents(len(real), self.z_dim)
-            with torch.no_grad():
-                fake = self.G(z)
-            real_x, fake_x = self.d_input(real), self.d_input(fake)
-            fake_code = self.D.features(fake_x)
-            real_logits, fake_logits = self.D(real_x), fake_code.mean(1)
-            d_loss = self.objective.d_loss(real_logits, fake_logits, real_x, fake_x)
-            d_corr = pearson(z, fake_code).mean()
-            out["loss/d"] = d_loss.detach()
-            d_loss = d_loss + lam * (1 - d_corr) + self.regularize(real_x, fake_x, None, out)
-            self.optimizers["D"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.optimizers["D"].step()
+            micro = []
+            d_out.update(self.optimize("D", partial(self.d_phase, batches, micro)))
             for constrain in self.d_constraints:
                 constrain(self.D)
             self.d_steps_done += 1
 
         # D's weights take no gradient from G's loss: skip computing it.
         self.D.requires_grad_(False)
+        pending = iter(micro)
+        g_out = self.optimize("G", lambda: self.g_phase(*next(pending)))
+        self.D.requires_grad_(True)
+
+        update_ema(self.G_ema, self.G, ema_decay(self, step, sum(size for size, _ in micro)))
+        d_real = d_out.pop("d/real")
+        return {**d_out, "loss/g": g_out["loss/g"], "corr/z": g_out["corr/z"], "d/real": d_real,
+                "d/fake": g_out["d/fake"]}
+
+    def d_phase(self, batches: Iterator[Batch], micro: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss and correlation term on one micro-batch; notes it in ``micro`` for G's step."""
+        lam = self.correlation_weight
+        real, _ = next(batches)
         z = self.latents(len(real), self.z_dim)
+        with torch.no_grad():
+            fake = self.G(z)
+        real_x, fake_x = self.d_input(real), self.d_input(fake)
+        fake_code = self.D.features(fake_x)
+        real_logits, fake_logits = self.D(real_x), fake_code.mean(1)
+        d_loss = self.objective.d_loss(real_logits, fake_logits, real_x, fake_x)
+        d_corr = pearson(z, fake_code).mean()
+        scalars = {"loss/d": d_loss.detach()}
+        d_loss = d_loss + lam * (1 - d_corr) + self.regularize(real_x, fake_x, None, scalars)
+        scalars["d/real"] = real_logits.detach().mean()
+        micro.append((len(real), real_x if self.objective.g_needs_real else None))
+        return d_loss, scalars
+
+    def g_phase(self, size: int, real_x) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss and correlation term on one micro-batch of new latents."""
+        z = self.latents(size, self.z_dim)
         fake_code = self.D.features(self.d_input(self.G(z)))
         fake_logits = fake_code.mean(1)
         real_for_g = self.D(real_x).detach() if self.objective.g_needs_real else None
         g_loss = self.objective.g_loss(fake_logits, real_for_g)
         g_corr = pearson(z, fake_code).mean()
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        (g_loss + lam * (1 - g_corr)).backward()
-        self.optimizers["G"].step()
-        self.D.requires_grad_(True)
-
-        update_ema(self.G_ema, self.G, ema_decay(self, step, len(real)))
-        out.update({"loss/g": g_loss.detach(), "corr/z": g_corr.detach(), "d/real": real_logits.detach().mean(),
-                    "d/fake": fake_logits.detach().mean()})
-        return out
+        return g_loss + self.correlation_weight * (1 - g_corr), {
+            "loss/g": g_loss.detach(), "corr/z": g_corr.detach(), "d/fake": fake_logits.detach().mean()}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

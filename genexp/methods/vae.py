@@ -58,19 +58,22 @@ class VAE(Method):
 
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         self.lr_decay.apply(self.optimizers.values(), step)
-        x, labels = next(batches)
-        y = self.conditioning(labels)
-        mean, log_var = self.encoder(x, y)
-        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
-        log_px = self.likelihood.log_prob(self.decoder(z, y), x)
-        kl = 0.5 * (mean ** 2 + log_var.exp() - 1 - log_var).sum(1)  # KL(q(z|x) || N(0, I)), closed form
         weight = self.kl_weight(step)
-        loss = (-log_px + weight * kl).mean()
-        self.optimizers["model"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers["model"].step()
-        return {"loss/neg_elbo": (kl - log_px).detach().mean(), "loss/recon": -log_px.detach().mean(),
-                "loss/kl": kl.detach().mean(), "loss/kl_weight": torch.tensor(weight, device=x.device)}
+
+        def phase():
+            x, labels = next(batches)
+            y = self.conditioning(labels)
+            mean, log_var = self.encoder(x, y)
+            z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+            log_px = self.likelihood.log_prob(self.decoder(z, y), x)
+            kl = 0.5 * (mean ** 2 + log_var.exp() - 1 - log_var).sum(1)  # KL(q(z|x) || N(0, I)), closed form
+            loss = (-log_px + weight * kl).mean()
+            return loss, {"loss/neg_elbo": (kl - log_px).detach().mean(), "loss/recon": -log_px.detach().mean(),
+                          "loss/kl": kl.detach().mean()}
+
+        out = self.optimize("model", phase)
+        out["loss/kl_weight"] = torch.tensor(weight, device=out["loss/kl"].device)
+        return out
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None, iwae_samples: int = 1000

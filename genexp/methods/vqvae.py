@@ -63,34 +63,56 @@ class VQVAE(Method):
         self.optimizers = {"model": build_optimizer(optim.model, autoencoder),
                            "prior": build_optimizer(optim.get("prior") or optim.model, self.prior.parameters())}
 
+    def compile_targets(self) -> list[str]:
+        """The encoder, decoder and prior; not the quantizer (a nearest-code lookup whose codebook the
+        EMA update and restarts rewrite in place between calls)."""
+        return [name for name in ("encoder", "decoder", "prior") if any(True for _ in getattr(self, name).parameters())]
+
     def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
         self.lr_decay.apply(self.optimizers.values(), step)
-        x, y = next(batches)
-        z_e = self.encoder(x)
-        q = self.quantizer(z_e)
-        recon = self.recon_loss(self.decoder(q.z_q), x)
-        loss = recon + q.codebook + self.beta * q.commit
-        self.optimizers["model"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers["model"].step()
-        restarts = self.quantizer.update(z_e, q.codes)
-        usage, perplexity = usage_and_perplexity(q.codes, self.quantizer.codes)
-        out = {"loss/recon": recon.detach(), "loss/commit": q.commit.detach(), "codebook/usage": usage,
-               "codebook/perplexity": perplexity, "codebook/restarts": restarts.float()}
+        micro: list[tuple] = []  # each micro-batch's encoder outputs, codes and labels
+
+        def phase():
+            x, y = next(batches)
+            z_e = self.encoder(x)
+            q = self.quantizer(z_e)
+            recon = self.recon_loss(self.decoder(q.z_q), x)
+            loss = recon + q.codebook + self.beta * q.commit
+            micro.append((z_e.detach(), q.codes, y))
+            scalars = {"loss/recon": recon.detach(), "loss/commit": q.commit.detach()}
+            if not self.quantizer.ema:
+                scalars["loss/codebook"] = q.codebook.detach()
+            return loss, scalars
+
+        model_out = self.optimize("model", phase)
+        # The codebook's EMA update and restarts follow the step, once, from the whole (accumulated) batch.
+        z_e = micro[0][0] if len(micro) == 1 else torch.cat([m[0] for m in micro])
+        codes = micro[0][1] if len(micro) == 1 else torch.cat([m[1] for m in micro])
+        restarts = self.quantizer.update(z_e, codes)
+        usage, perplexity = usage_and_perplexity(codes, self.quantizer.codes)
+        out = {"loss/recon": model_out["loss/recon"], "loss/commit": model_out["loss/commit"],
+               "codebook/usage": usage, "codebook/perplexity": perplexity, "codebook/restarts": restarts.float()}
         if not self.quantizer.ema:
-            out["loss/codebook"] = q.codebook.detach()
-        out["loss/prior"] = self.prior_step(q.codes.detach()[:, None], self.labels(y), step >= self.prior_start_step)
+            out["loss/codebook"] = model_out["loss/codebook"]
+        out["loss/prior"] = self.prior_step(micro, step >= self.prior_start_step)
         return out
 
-    def prior_step(self, codes: torch.Tensor, labels: torch.Tensor | None, train: bool) -> torch.Tensor:
-        """Cross-entropy of the prior on this batch's code maps, in nats per code; a step when ``train``."""
-        with torch.set_grad_enabled(train):
-            loss = F.cross_entropy(self.prior(codes, labels), codes)
+    def prior_step(self, micro: list[tuple], train: bool) -> torch.Tensor:
+        """Cross-entropy of the prior on the step's code maps (micro-batch by micro-batch, detached), in
+        nats per code; a step when ``train``."""
+        pending = iter(micro)
+
+        def phase():
+            _, codes, y = next(pending)
+            codes = codes[:, None]
+            with torch.set_grad_enabled(train):
+                loss = F.cross_entropy(self.prior(codes, self.labels(y)), codes)
+            return loss, {"loss/prior": loss.detach()}
+
         if train:
-            self.optimizers["prior"].zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizers["prior"].step()
-        return loss.detach()
+            return self.optimize("prior", phase)["loss/prior"]
+        losses = [phase()[0].detach() for _ in micro]
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
     def labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
         if not self.num_classes:

@@ -9,6 +9,7 @@ is skipped with one line.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from genexp import distributed
 from genexp.metrics import cache
 from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
 from genexp.metrics.modes import mode_statistics, stacked_mode_statistics
@@ -247,9 +249,24 @@ class MetricSuite:
         return self.cache_dir / f"{m.kind}-{cache.reference_key(data, m.kind, m.protocol)}.pt"
 
     def prepare_reference(self) -> None:
-        """Real-side statistics, from the cache or computed (and cached); once per suite."""
+        """Real-side statistics, from the cache or computed (and cached); once per suite.
+        Data-parallel: rank 0 holds them and the other ranks hold empty real states of the same
+        shapes, so that torchmetrics' sum / concatenation over ranks counts every real image once."""
         if self._real_done:
             return
+        real_side = [m for m in self.metrics if m.kind in REAL_SIDE]
+        if distributed.world().enabled and not distributed.world().main:
+            shapes = distributed.broadcast_object(None)
+            for m in real_side:
+                empty_real_states(m.metric, shapes[m.key])
+            self._real_done = True
+            return
+        self._prepare_reference()
+        if distributed.world().enabled:
+            distributed.broadcast_object({m.key: {k: (tuple(v.shape), v.dtype) for k, v in
+                                                  cache.real_states(m.metric).items()} for m in real_side})
+
+    def _prepare_reference(self) -> None:
         needs_real = []
         for m in (m for m in self.metrics if m.kind in REAL_SIDE):
             path = self._cache_path(m)
@@ -327,25 +344,34 @@ class MetricSuite:
         for m in self.metrics:
             if hasattr(m.metric, "reset"):  # torchmetrics state; the classifier-only metrics keep none
                 m.metric.reset()
-        g = torch.Generator().manual_seed(seed)
         sampled = [m for m in self.metrics if m.kind not in MODEL_METRICS]
         if not sampled:
             return {}
         total = max(m.num_samples for m in sampled)
         lpips_pending: torch.Tensor | None = None
-        points: list[torch.Tensor] = []
-        stacked: list[torch.Tensor] = []
-        for start in range(0, total, self.batch_size):
+        points: list[tuple[int, torch.Tensor]] = []
+        stacked: list[tuple[int, torch.Tensor]] = []
+        world = distributed.world()
+        nonfinite = False
+        for batch, start in enumerate(range(0, total, self.batch_size)):
+            if batch % world.size != world.rank:  # data-parallel: every rank its share of the batches
+                continue
+            # A generator per batch: the same fakes whichever rank draws them and however many ranks.
+            g = torch.Generator().manual_seed(seed * 1_000_003 + batch)
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
+            if not bool(torch.isfinite(fake).all()):
+                # A diverged generator: FID's matrix square root of NaN features can kill the process.
+                nonfinite = True
+                continue
             for m in sampled:
                 part = fake[: max(0, m.num_samples - start)]
                 if len(part) == 0:
                     continue
                 if m.kind == "modes":
-                    points.append(part.cpu())
+                    points.append((batch, part.cpu()))
                 elif m.kind == "stacked_modes":  # each channel is a digit: mode = 100 a + 10 b + c
                     digits = m.metric(part.reshape(-1, 1, *part.shape[2:])).argmax(1).view(len(part), 3)
-                    stacked.append((digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1).cpu())
+                    stacked.append((batch, (digits * torch.tensor([100, 10, 1], device=digits.device)).sum(1).cpu()))
                 elif m.kind == "lpips" and m.protocol["mode"] == "paired":  # reconstructions of the reals
                     real = torch.stack([self.dataset[i][0] for i in range(start, start + len(part))])
                     m.metric.update(rgb(part).clamp(-1, 1), rgb(real.to(self.device)).clamp(-1, 1))
@@ -360,6 +386,11 @@ class MetricSuite:
                     m.metric.update(part)
                 else:
                     m.metric.update(part, real=False)
+        if distributed.any_rank(nonfinite):
+            self.note(f"generated samples are not finite (NaN or inf): {', '.join(m.key for m in sampled)} "
+                      "reported as nan")
+            return {key: math.nan for m in sampled for key in result_keys(m)}
+        points, stacked = in_batch_order(points), in_batch_order(stacked)
         results: dict[str, float] = {}
         for m in sampled:
             if m.kind == "stacked_modes":
@@ -373,6 +404,8 @@ class MetricSuite:
                 at = m.key.split("@", 1)[1]
                 results.update({f"modes/{k}@{at}": float(stats[k]) for k in ("captured", "hq_percent", "reverse_kl")})
                 continue
+            if distributed.active():
+                one_tensor_per_list(m.metric)
             value = m.metric.compute()
             if m.kind == "pr":
                 results[m.key.replace("pr/", "precision/", 1)] = float(value[0])
@@ -387,6 +420,55 @@ class MetricSuite:
     def protocol(self) -> dict:
         return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
                 for m in self.metrics}
+
+
+def result_keys(m: Metric) -> list[str]:
+    """The keys a sampled metric reports."""
+    at = m.key.split("@", 1)[1]
+    if m.kind == "modes":
+        return [f"modes/{k}@{at}" for k in ("captured", "hq_percent", "reverse_kl")]
+    if m.kind == "stacked_modes":
+        return [f"stacked/modes@{at}", f"stacked/kl@{at}"]
+    if m.kind == "pr":
+        return [m.key.replace("pr/", "precision/", 1), m.key.replace("pr/", "recall/", 1)]
+    if m.kind in ("is", "kid"):
+        return [m.key, m.key.replace("/", "_std/", 1)]
+    return [m.key]
+
+
+def in_batch_order(parts: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
+    """Every rank's (batch number, tensor) parts, gathered and put in batch order."""
+    if not distributed.active():
+        return [t for _, t in parts]
+    gathered = [p for rank_parts in distributed.gather_objects(parts) for p in rank_parts]
+    return [t for _, t in sorted(gathered, key=lambda p: p[0])]
+
+
+def one_tensor_per_list(metric) -> None:
+    """torchmetrics gathers a list state element by element (unless its reduction is its own
+    concatenation), so ranks holding different numbers of batches would disagree on the number of
+    collectives: every list state becomes one tensor, with no rows where a rank drew no batch."""
+    for name in metric._reductions:
+        value = getattr(metric, name)
+        if not isinstance(value, list):
+            continue
+        local = torch.cat(value) if value else None
+        shapes = [s for s in distributed.gather_objects(None if local is None else
+                                                        (tuple(local.shape), local.dtype)) if s is not None]
+        if local is None and shapes:
+            local = torch.empty((0, *shapes[0][0][1:]), dtype=shapes[0][1], device=metric.device)
+        if local is not None:
+            setattr(metric, name, [local])
+
+
+def empty_real_states(metric, shapes: dict[str, tuple]) -> None:
+    """Real states that add nothing to a sum or a concatenation over ranks: zeros, or no rows."""
+    for name, (shape, dtype) in shapes.items():
+        current = getattr(metric, name)
+        if isinstance(current, list):
+            setattr(metric, name, [torch.empty((0, *shape[1:]), dtype=dtype, device=metric.device)])
+        else:
+            setattr(metric, name, torch.zeros(shape, dtype=dtype, device=metric.device))
 
 
 def lpips_metric(net: str):

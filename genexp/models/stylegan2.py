@@ -180,12 +180,13 @@ class MappingNetwork(nn.Module):
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg and self.w_avg_beta is not None:
-            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+            # float32 whatever autocast made of x: w_avg is a float32 running mean
+            self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is None:
             return x
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if psi != 1:  # the truncation trick: pull every w toward the average
-            x = self.w_avg.lerp(x, psi)
+            x = self.w_avg.lerp(x.float(), psi)
         return x
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genexp import distributed
+
 
 class Residual(nn.Module):
     """ReLU, 3x3 conv, ReLU, 1x1 conv, added to the input (the paper's residual block)."""
@@ -149,10 +151,12 @@ class VectorQuantizer(nn.Module):
         flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.dim).float()
         # One-hot matmuls rather than index_add / bincount: deterministic on every device.
         one_hot = F.one_hot(codes.reshape(-1), self.codes).to(flat.dtype)
-        counts = one_hot.sum(0)
+        # Data-parallel: statistics of the global batch, so every rank keeps the same codebook.
+        counts = distributed.all_sum_(one_hot.sum(0))
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.ema:
-            self.embed_sum.mul_(self.decay).add_(one_hot.t() @ flat, alpha=1 - self.decay)
+            sums = distributed.all_sum_(one_hot.t() @ flat)
+            self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             total = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (total + self.codes * self.eps) * total
             self.embedding.copy_(self.embed_sum / smoothed[:, None])
@@ -165,6 +169,7 @@ class VectorQuantizer(nn.Module):
         # far from the encoder's outputs would hand all of them to one code.
         dead = ((self.cluster_size < self.restart_threshold) | ~self.initialized)[:, None]
         picks = flat[torch.randint(len(flat), (self.codes,), device=flat.device)].to(self.embedding.dtype)
+        distributed.broadcast_(picks)  # rank 0's encoder outputs restart the codes on every rank
         self.embedding.data.copy_(torch.where(dead, picks, self.embedding.data))
         if self.ema:
             self.embed_sum.copy_(torch.where(dead, picks, self.embed_sum))

@@ -8,6 +8,11 @@ Faults: SIGTERM, SIGINT and SIGUSR1 (SLURM's warning before preemption) finish t
 write a checkpoint and stop; a non-finite loss stops the run before it can be checkpointed (or,
 with ``on_nan=skip``, optimizer steps with non-finite gradients are skipped); a checkpoint that
 cannot be written (a full disk) leaves the previous one as it was and training goes on.
+
+Data-parallel (genexp/distributed.py): every rank runs this loop in step; decisions that end or
+shape the run (a stop signal on any rank, a non-finite loss in the ranks' mean) are taken on values
+all ranks share, so no rank is left waiting in a collective. Rank 0 writes and logs; evaluation is
+spread over all ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from genexp import distributed
 from genexp.data.loader import InfiniteLoader
 from genexp.errors import Stopped
 from genexp.logger import Console, RunLogger
@@ -84,19 +90,50 @@ class Trainer:
         self.saved_step = -1  # the step of the newest checkpoint written
         self.on_nan = str(cfg.get("on_nan", "stop"))
         self.skipped = [0]  # optimizer steps skipped for non-finite gradients (on_nan=skip)
+        self.world = distributed.world()
+        self.precision = str(cfg.get("precision", "32"))
+        self.device_type = next(method.parameters()).device.type
+        method.accumulate = int(cfg.get("accumulate", 1) or 1)
+        if self.world.enabled:  # gradients averaged over ranks after the backward passes of a step
+            method.grad_sync = distributed.average_gradients
+        self.scaler = None
+        if self.precision == "16":  # float16's narrow range: dynamic loss scaling
+            self.scaler = method.scaler = torch.amp.GradScaler(self.device_type)
         if self.on_nan == "skip":
             for optimizer in method.optimizers.values():
                 skip_nonfinite_steps(optimizer, self.skipped)
 
     def state(self) -> dict:
-        return {"step": self.step, "method": self.method.state_dict_all(), "data": self.loader.state_dict(),
-                "rng": rng_state(), "last_metrics": dict(self.last_metrics),
-                "best_metrics": dict(self.best_metrics), "skipped_steps": self.skipped[0], **self.meta}
+        """The checkpoint. Data-parallel: a collective (every rank's random state is gathered, so a
+        resumed run with as many ranks replays each rank's noise)."""
+        rng = rng_state()
+        state = {"step": self.step, "method": self.method.state_dict_all(), "data": self.loader.state_dict(),
+                 "rng": rng, "last_metrics": dict(self.last_metrics),
+                 "best_metrics": dict(self.best_metrics), "skipped_steps": self.skipped[0], **self.meta}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.world.enabled:
+            state["rng_ranks"] = distributed.gather_objects(rng)
+            # a record that the ranks trained in step (and a loud note if they did not)
+            state["rank_checksums"] = distributed.gather_objects(distributed.checksum(self.method))
+            if len(set(state["rank_checksums"])) > 1:
+                self.console.note(f"step {self.step}: the ranks' weights differ ({state['rank_checksums']}): "
+                                  "a model or method that updates weights outside the optimizer step is not "
+                                  "data-parallel safe")
+        return state
 
     def restore(self, ckpt: dict) -> None:
         self.method.load_state_dict_all(ckpt["method"])
         self.loader.load_state_dict(ckpt["data"])
-        set_rng_state(ckpt["rng"])
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if len(ranks) == self.world.size:
+            set_rng_state(ranks[self.world.rank])
+        else:  # another number of ranks: rank 0 goes on with the saved stream, the others start anew
+            set_rng_state(ckpt["rng"])
+            if not self.world.main:
+                torch.manual_seed(distributed.rank_seed(int(self.cfg.seed) + int(ckpt["step"]), self.world.rank))
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.last_metrics = dict(ckpt.get("last_metrics", {}))
         self.best_metrics = dict(ckpt.get("best_metrics", {}))
@@ -120,14 +157,20 @@ class Trainer:
                 bar.advance()
                 logged: dict[str, float] = {}
                 if due(self.step, cfg.log_every, last):
-                    # Means over the steps since the last log; one device sync per log, not per step.
-                    logged = {k: float(v) / count for k, v in sums.items()}
+                    # Means over the steps since the last log (and the ranks); one device sync per log.
+                    logged = distributed.mean_values({k: float(v) / count for k, v in sums.items()})
                     if self.on_nan == "skip":
                         logged["train/skipped_steps"] = float(self.skipped[0])
                     self.check_finite(logged)
                     sums, count = {}, 0
                     bar.report(self.step, logged)
-                if due(self.step, cfg.sample_every, last):
+                stopping = distributed.any_rank(self.stop_signal is not None)
+                saving = due(self.step, cfg.ckpt_every, last) or stopping
+                if self.world.enabled and (saving or due(self.step, cfg.sample_every, last)
+                                           or (self.suite and due(self.step, cfg.eval_every, last))):
+                    # buffers that training updates per rank (running statistics, w_avg): rank 0's
+                    distributed.broadcast_module(self.method, buffers_only=True)
+                if due(self.step, cfg.sample_every, last) and self.world.main:
                     self.sample_grid()
                 if self.suite and due(self.step, cfg.eval_every, last):
                     self.last_metrics = self.evaluate()
@@ -135,23 +178,25 @@ class Trainer:
                     logged.update(self.last_metrics)
                 if logged:
                     self.logger.log(self.step, logged)
-                stopping = self.stop_signal is not None
-                if due(self.step, cfg.ckpt_every, last) or stopping:
-                    self.check_finite({k: float(v) for k, v in sums.items()})  # steps not logged yet
+                if saving:
+                    # steps not logged yet
+                    self.check_finite(distributed.mean_values({k: float(v) for k, v in sums.items()}))
                     self.save()
                 if stopping:
-                    name = signal.Signals(self.stop_signal).name
+                    distributed.barrier()  # no rank exits (and makes torchrun end the others) mid-write
+                    name = signal.Signals(self.stop_signal or signal.SIGTERM).name
                     where = f"{self.run_dir}/checkpoints/last.pt" if self.saved_step == self.step else "none written"
                     raise Stopped(f"stopped by {name} at step {self.step}; checkpoint: {where}; continue with "
                                   f"resume={self.run_dir} (or resume=auto hydra.run.dir={self.run_dir})",
-                                  128 + int(self.stop_signal))
+                                  128 + int(self.stop_signal or signal.SIGTERM))
+        distributed.barrier()
         return self.last_metrics
 
     def autocast(self):
-        """trainer.precision=bf16: the whole step under bfloat16 autocast (float32 range: no loss scaling)."""
-        precision = str(self.cfg.get("precision", "32"))
-        device = next(self.method.parameters()).device.type
-        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
+        """trainer.precision=bf16|16: the whole step under autocast (bf16 has float32's range and needs
+        no loss scaling; float16 takes the GradScaler set up in __init__)."""
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
+        return torch.autocast(device_type=self.device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def check_finite(self, values: dict[str, float]) -> None:
         """A non-finite loss ends the run here, before the diverged state can overwrite a checkpoint."""
@@ -220,6 +265,8 @@ class Trainer:
                 prune_steps(ckpt_dir, int(self.cfg.keep_last))
 
     def write(self, path: Path, state: dict) -> bool:
+        if not self.world.main:  # rank 0 writes; the others hold the same weights
+            return True
         try:
             save_checkpoint(state, path)
             return True

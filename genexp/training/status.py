@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 class RunStatus:
-    def __init__(self, run_dir: Path, max_steps: int, overrides: list[str]):
+    def __init__(self, run_dir: Path, max_steps: int, overrides: list[str], enabled: bool = True):
+        self.enabled = enabled  # data-parallel: rank 0 alone writes
         self.path = Path(run_dir) / "run.json"
         self.max_steps, self.overrides = max_steps, overrides
         self.started = time.time()
@@ -24,6 +25,8 @@ class RunStatus:
             pass
 
     def write(self, status: str, trainer=None, message: str | None = None) -> None:
+        if not self.enabled:
+            return
         record = {"status": status, "step": getattr(trainer, "step", 0), "max_steps": self.max_steps,
                   "wall_s": round(self.before + time.time() - self.started, 2), "updated": time.time(),
                   "pid": os.getpid(), "overrides": self.overrides,
