@@ -16,3 +16,9 @@ class Stopped(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+def first_line(exc: BaseException) -> str:
+    """An unexpected exception as one line for run.json and sweep summaries: its type and first line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__

@@ -126,6 +126,7 @@ def test_class_of_an_unconditional_model(run, tmp_path):
     assert "unconditional" in line
 
 
+@pytest.mark.slow
 def test_class_out_of_range(run, tmp_path):
     out = tmp_path / "r"
     assert run("train", *TINY, "metrics=[]", "experiment=digits_cgan", f"hydra.run.dir={out}").code == 0

@@ -181,6 +181,7 @@ def test_user_target_problems_skip_in_one_line():
     assert not s and len(notes) == 1 and "nowhere.Net could not be built" in notes[0] and "\n" not in notes[0]
 
 
+@pytest.mark.slow
 def test_eval_with_inception_from_a_path_records_the_protocol(run, inception_file, tmp_path):
     from tests.test_eval_images import metrics_of, torch_rand, write_pngs
 

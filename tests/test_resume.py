@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from .conftest import TINY
@@ -31,6 +32,7 @@ def assert_bitwise_equal(a: dict, b: dict, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_and_from_stopped_run(run, tmp_path):
     full = tmp_path / "full"
     assert (res := run("train", *RUN, f"hydra.run.dir={full}")).code == 0, res
@@ -57,6 +59,7 @@ def test_resume_from_checkpoint_and_from_stopped_run(run, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_resume_of_an_interrupted_run_drops_its_orphan_log_lines(run, tmp_path):
     out = tmp_path / "r"
     assert (res := run("train", *RUN, "metrics=[]", f"hydra.run.dir={out}")).code == 0, res
@@ -70,6 +73,7 @@ def test_resume_of_an_interrupted_run_drops_its_orphan_log_lines(run, tmp_path):
     assert torch.load(out / "checkpoints/last.pt", weights_only=True)["step"] == 6
 
 
+@pytest.mark.slow
 def test_resume_from_an_older_checkpoint_branches_and_keeps_the_run(run, tmp_path):
     out = tmp_path / "r"
     assert (res := run("train", *RUN, "metrics=[]", f"hydra.run.dir={out}")).code == 0, res

@@ -58,6 +58,7 @@ def test_shipped_mnist_classifier_reaches_its_stated_accuracy():
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_real_stacked_mnist_covers_the_modes():
     data = StackedMnistDataset(str(SHARED_MNIST), split="test", num_samples=5000, download=False)
     suite = MetricSuite(OmegaConf.create({"stacked_modes": {"kind": "stacked_modes", "num_samples": 5000}}), data,

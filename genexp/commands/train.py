@@ -11,7 +11,7 @@ from genexp import distributed
 from genexp.commands.common import metrics_chosen, run_dir, task_overrides
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
-from genexp.errors import Stopped, UserError
+from genexp.errors import Stopped, UserError, first_line
 from genexp.logger import Console, QuietConsole, RunLogger, SilentLogger
 from genexp.methods import build_method
 from genexp.metrics.cache import cache_dir
@@ -142,10 +142,6 @@ def default_held_out(cfg: DictConfig, method):
         metrics.recon = OmegaConf.load(conf_dir() / "metrics" / "recon.yaml")
     return metrics
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def objective(best: dict[str, float], name: str | None) -> float | None:
