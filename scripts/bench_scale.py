@@ -7,6 +7,7 @@ the same data; a row's rate is the mean of the steady-state log intervals (the f
 start-up and torch.compile's compilation, is left out). Rows:
   - ddp:        1 process with all cores vs 2 gloo processes (nccl on 2+ GPUs) with half each, the
                 same global batch; plus the gradient bytes each process all-reduces per step.
+Rows run in rounds (every row once per round, --repeats rounds) and report the median rate.
   - precision:  32 vs bf16 vs 16 (float16 autocast + GradScaler); on a CPU without bf16/fp16
                 units these are slower, and only run with --cpu-amp.
   - compile:    trainer.compile=true vs eager.
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--model", default="dcgan", help="model config (data=digits, default batch)")
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     parser.add_argument("--cpu-amp", action="store_true", help="also time bf16 / 16 on a CPU")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every row (the median is reported)")
     parser.add_argument("--out", default=str(REPO / "docs" / "bench" / "scale.json"))
     a = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -95,34 +98,39 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0) if cuda else f"cpu ({cores} cores)", "torch": torch.__version__,
               "steps": a.steps, "model": a.model, "rows": {}}
     rows = report["rows"]
-
-    def row(name: str, args: list[str], nproc: int = 1, threads: int | None = None) -> dict:
-        result = train([*base_args, *args], a.steps, a.log_every, threads or cores, nproc)
-        rows[name] = result
-        print(f"{name:<24} {result.get('steps_per_s', result.get('error'))}", flush=True)
-        return result
-
-    base = row("fp32_eager", [])
-    # DDP: on a CPU the two processes share the cores the single one had (same total threads).
-    gpus = torch.cuda.device_count()
-    if not cuda or gpus >= 2:
-        two = row("ddp_2proc", [], nproc=2, threads=max(1, cores // 2))
-        rows["ddp_2proc"]["ratio_vs_1proc"] = ratio(two, base)
-    report["gradient_bytes"] = gradient_bytes(base_args)
+    # (name, overrides, processes, threads each): on a CPU the two DDP processes share the cores the
+    # single one had (same total threads)
+    plan = [("fp32_eager", [], 1, cores)]
+    if not cuda or torch.cuda.device_count() >= 2:
+        plan.append(("ddp_2proc", [], 2, max(1, cores // 2)))
     if cuda or a.cpu_amp:
-        for precision in ("bf16", "16"):
-            r = row(f"precision_{precision}", [f"trainer.precision={precision}"])
-            r["ratio_vs_fp32"] = ratio(r, base)
+        plan += [(f"precision_{p}", [f"trainer.precision={p}"], 1, cores) for p in ("bf16", "16")]
     else:
         report["precision_note"] = "bf16 / 16 skipped: this CPU has no bf16/fp16 units (--cpu-amp runs them)"
-    for name, args in (("compile", ["trainer.compile=true"]), ("channels_last", ["trainer.channels_last=true"]),
-                       ("accumulate_2", ["trainer.accumulate=2"])):
-        r = row(name, args)
-        r["ratio_vs_fp32_eager"] = ratio(r, base)
+    plan += [("compile", ["trainer.compile=true"], 1, cores),
+             ("channels_last", ["trainer.channels_last=true"], 1, cores),
+             ("accumulate_2", ["trainer.accumulate=2"], 1, cores)]
+    # Rounds of every row in turn, so that a slow spell of a shared machine hits every row alike.
+    for round_ in range(a.repeats):
+        for name, args, nproc, threads in plan:
+            result = train([*base_args, *args], a.steps, a.log_every, threads, nproc)
+            row = rows.setdefault(name, {"args": args, "nproc": nproc, "threads": threads, "rates": []})
+            if "error" in result:
+                row["error"] = result["error"]
+            else:
+                row["rates"].append(result["steps_per_s"])
+            print(f"round {round_ + 1} {name:<20} {result.get('steps_per_s', result.get('error'))}", flush=True)
+    for row in rows.values():
+        if row["rates"]:
+            row["steps_per_s"] = round(statistics.median(row["rates"]), 3)
+    base = rows["fp32_eager"]
+    for name, row in rows.items():
+        if name != "fp32_eager":
+            row["ratio_vs_fp32_eager"] = ratio(row, base)
+    report["gradient_bytes"] = gradient_bytes(base_args)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: {kk: v.get(kk) for kk in ("steps_per_s", "ratio_vs_1proc", "ratio_vs_fp32",
-                                                      "ratio_vs_fp32_eager", "error") if kk in v}
+    print(json.dumps({k: {kk: v.get(kk) for kk in ("steps_per_s", "ratio_vs_fp32_eager", "error") if kk in v}
                       for k, v in rows.items()}, indent=1))
     print(f"wrote {a.out}")
 
