@@ -32,6 +32,11 @@ def one_error_line(res) -> str:
     (["trainer.max_steps=${nosuch.key}"], "nosuch"),
     (["experiment=ring_mlp", "model.generator.norm=group"], "model.generator.norm=group: use none or batch"),
     (["optim.decay=step"], "optim.decay must be one of constant, linear, cosine"),
+    (["trainer.precision=8"], "trainer.precision=8: use 32, bf16"),
+    (["trainer.accumulate=0"], "trainer.accumulate=0: a whole number of micro-batches"),
+    (["data.batch_size=63", "trainer.accumulate=2"], "data.batch_size=63 does not split into trainer.accumulate=2"),
+    (["trainer.compile=maybe"], "true or false"),
+    (["trainer.channels_last=2"], "true or false"),
     (["optim.decay=linear", "optim.decay_start=1.5"], "optim.decay_start is a fraction"),
 ])
 def test_config_mistakes(run, args, expect):
