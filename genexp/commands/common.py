@@ -35,10 +35,26 @@ def metrics_chosen() -> bool:
     return any(o.lstrip("+~").split("=", 1)[0] in ("metrics", "experiment") for o in HydraConfig.get().overrides.task)
 
 
-def restore_method(ckpt_path: str, device: torch.device) -> tuple[Method, DictConfig, dict]:
-    """The checkpoint's method with its weights, and the training config it was made with."""
+def restore_method(ckpt_path: str, device: torch.device,
+                   trust: bool | None = None) -> tuple[Method, DictConfig, dict]:
+    """The checkpoint's method with its weights, and the training config it was made with.
+
+    The stored config is data (genexp.config.trust): it builds genexp's own classes and those the
+    user names on this command line, or anything with ``trust`` (trust_checkpoint=true)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from genexp.cli import conf_dir
+    from genexp.config import trust as gate
+
     ckpt = load_checkpoint(ckpt_path, map_location=device)
-    train_cfg = OmegaConf.create(ckpt["config"])
+    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if trust is None:
+        trust = gate.trust_flag(typed)
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"checkpoint {ckpt_path} holds no training config: give a checkpoint from a genexp run dir")
+    gate.check_stored_config(config, f"checkpoint {ckpt_path}", gate.trusted_targets(conf_dir(), typed), trust)
+    train_cfg = OmegaConf.create(config)
     try:
         method = build_method(train_cfg, device)
         method.load_state_dict_all(ckpt["method"], optimizers=False)

@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if int(cfg.steps) < 1:
         raise UserError(f"steps={cfg.steps}: project for at least one step")
     device = resolve_device(cfg.trainer.device)
-    method, train_cfg, ckpt = restore_method(cfg.ckpt, device)
+    method, train_cfg, ckpt = restore_method(cfg.ckpt, device, cfg.get("trust_checkpoint"))
     G = method.G_ema
     if not hasattr(G, "styles"):
         raise UserError(f"genexp project inverts a style-based generator (model=stylegan2); this checkpoint's is "

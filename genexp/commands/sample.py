@@ -22,7 +22,7 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"mode={mode}: use grid, mixing or interpolate")
     if noise_mode not in ("random", "const", "none"):
         raise UserError(f"noise_mode={noise_mode}: use random, const or none")
-    method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device))
+    method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device), cfg.get("trust_checkpoint"))
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
     sample_options = temperature_option(cfg, method)
     G = getattr(method, "G_ema" if cfg.ema else "G", None)  # families without a generator net (flows) have none

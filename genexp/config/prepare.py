@@ -118,7 +118,8 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     ckpt_path, run_dir = locate_resume(target)
     ckpt = load_checkpoint(ckpt_path)
     rest = [o for o in overrides if not o.startswith("resume=")]
-    merged = merge_overrides(list(ckpt.get("overrides", [])), rest)
+    stored = stored_overrides(ckpt, f"checkpoint {ckpt_path}", rest)
+    merged = merge_overrides(stored, rest)
     merged.append(f"resume={quote(str(ckpt_path))}")
     newest = run_dir / "checkpoints" / "last.pt" if run_dir is not None else None
     in_place = newest is not None and (newest.resolve() == ckpt_path.resolve() or (
@@ -126,6 +127,24 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     if in_place and not any(o.startswith("hydra.run.dir=") for o in merged):
         merged.append(f"hydra.run.dir={quote(str(run_dir))}")
     return merged
+
+
+def stored_overrides(ckpt: dict, source: str, typed: list[str]) -> list[str]:
+    """A checkpoint's overrides are data: nothing of Hydra's own, no target the user did not name
+    (genexp.config.trust)."""
+    from genexp.cli import conf_dir
+    from genexp.config import trust
+
+    stored = trust.check_stored_overrides(ckpt.get("overrides", []), source)
+    trusted, trusting = trust.trusted_targets(conf_dir(), typed), trust.trust_flag(typed)
+    trust.check_overrides_targets(stored, source, trusted, trusting)
+    # What the stored overrides compose to may hold targets no override spells out (a group option
+    # read from elsewhere): the composed config passes the same gate.
+    cfg = compose("train", merge_overrides(stored, typed), conf_dir())
+    with open_dict(cfg):
+        del cfg["hydra"]
+    trust.check_config(cfg, source, trusted, trusting)
+    return stored
 
 
 def quote(value: str) -> str:
