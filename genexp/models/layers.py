@@ -8,24 +8,27 @@ from torch import nn
 
 
 class MinibatchStd(nn.Module):
-    """Appends the standard deviation of features across groups of samples as one more channel
+    """Appends the standard deviation of features across groups of samples as more channels
     (Karras et al. 2018, sec. 3; StyleGAN2 uses groups of 4): D can see a lack of variety.
-    Works on (N, C, H, W) and (N, C); N must divide into groups (smaller groups otherwise)."""
+    Works on (N, C, H, W) and (N, C); N must divide into groups (smaller groups otherwise);
+    ``group_size`` None: the whole batch. ``channels`` > 1 splits the features into that many
+    groups with one statistic each (the official mbstd_num_channels)."""
 
-    def __init__(self, group_size: int = 4):
+    def __init__(self, group_size: int | None = 4, channels: int = 1):
         super().__init__()
-        self.group_size = group_size
+        self.group_size, self.channels = group_size, channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(x)
-        g = min(self.group_size, n)
+        n, c = x.shape[:2]
+        g = n if self.group_size is None else min(self.group_size, n)
         while n % g:
             g -= 1
-        y = x.reshape(g, n // g, *x.shape[1:])
-        std = (y.var(0, unbiased=False) + 1e-8).sqrt()  # (n/g, C, ...)
-        stat = std.mean(dim=tuple(range(1, std.dim())))  # one number per group member slot
-        stat = stat.repeat(g).view(n, 1, *([1] * (x.dim() - 2)))
-        return torch.cat([x, stat.expand(n, 1, *x.shape[2:])], 1)
+        f = self.channels
+        y = x.reshape(g, n // g, f, c // f, *x.shape[2:])
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt()  # (n/g, F, C/F, ...)
+        stat = std.mean(dim=tuple(range(2, std.dim())))  # (n/g, F): per group member slot
+        stat = stat.repeat(g, 1).view(n, f, *([1] * (x.dim() - 2)))
+        return torch.cat([x, stat.expand(n, f, *x.shape[2:])], 1)
 
 
 def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
