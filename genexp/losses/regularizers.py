@@ -75,9 +75,17 @@ class PathLengthPenalty:
     def __call__(self, G, z: torch.Tensor, labels=None) -> torch.Tensor:
         n = max(1, len(z) // self.batch_shrink)
         ws = G.styles(z[:n], labels[:n] if labels is not None else None)
-        img = G.synthesis(ws)
-        noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
-        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
-        lengths = grad.square().sum(2).mean(1).sqrt()
-        self.pl_mean = self.pl_mean.to(lengths.device).lerp(lengths.mean().detach(), self.decay)
+        lengths = self.lengths(G.synthesis(ws), ws)
+        self.update_mean(lengths)
         return self.weight * (lengths - self.pl_mean).square().mean()
+
+    @staticmethod
+    def lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """||J_w^T y|| per sample for y = ``noise`` (None: drawn N(0, I) / sqrt(H W)), differentiable."""
+        if noise is None:
+            noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        return grad.square().sum(2).mean(1).sqrt()
+
+    def update_mean(self, lengths: torch.Tensor) -> None:
+        self.pl_mean = self.pl_mean.to(lengths.device).lerp(lengths.mean().detach(), self.decay)
