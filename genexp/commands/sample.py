@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig
 
@@ -22,7 +24,9 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"mode={mode}: use grid, mixing or interpolate")
     if noise_mode not in ("random", "const", "none"):
         raise UserError(f"noise_mode={noise_mode}: use random, const or none")
-    method, train_cfg, ckpt = restore_method(cfg.ckpt, resolve_device(cfg.trainer.device), cfg.get("trust_checkpoint"))
+    device = resolve_device(cfg.trainer.device)
+    method, train_cfg, ckpt = restore_method(cfg.ckpt, device, cfg.get("trust_checkpoint"))
+    check_memory(int(cfg.n), train_cfg)
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
     sample_options = temperature_option(cfg, method)
     G = getattr(method, "G_ema" if cfg.ema else "G", None)  # families without a generator net (flows) have none
@@ -124,3 +128,31 @@ def class_labels(wanted, n: int, num_classes: int) -> torch.Tensor | None:
     if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 <= wanted < num_classes:
         raise UserError(f"class={wanted}: the model knows classes 0..{num_classes - 1}")
     return torch.full((n,), wanted, dtype=torch.long)
+
+
+def check_memory(n: int, train_cfg) -> None:
+    """n samples, their grid and the tensor file are held at once: refuse an n that cannot fit rather
+    than allocate until the machine swaps (n=2e7 digits is ~30 GB)."""
+    data = train_cfg.data
+    per_sample = int(data.get("dim", 0) or 0) if data.get("kind") == "points" else \
+        int(data.get("channels", 3)) * int(data.get("resolution", 64)) ** 2
+    need = 3 * 4 * n * max(per_sample, 1)  # float32 samples, their grid, the PNG's bytes
+    free = available_memory()
+    if free is not None and need > free // 2:
+        raise UserError(f"n={n}: {need / 2**30:.1f} GiB for the samples and their grid, more than half of this "
+                        f"machine's free memory ({free / 2**30:.1f} GiB): ask for fewer (genexp eval n=... "
+                        "scores many samples in batches)")
+
+
+def available_memory() -> int | None:
+    """MemAvailable (free plus reclaimable cache) where Linux says it, else the free pages."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -28,6 +30,8 @@ def check_composition(command: str, cfg: DictConfig) -> None:
 
 
 def check_eval(cfg: DictConfig) -> None:
+    if cfg.get("n") is not None and int(cfg.n) < 1:
+        raise UserError(f"n={cfg.n}: ask for at least one fake sample (null: each metric's own count)")
     if cfg.get("stats_only"):
         if cfg.get("data") is None:
             raise UserError("stats_only=true computes the statistics of a dataset: add data=... (e.g. data=digits)")
@@ -148,3 +152,22 @@ def check_train(cfg: DictConfig) -> None:
         raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:
         raise UserError(f"data.batch_size={data.batch_size}: must be at least 1")
+    for key in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_samples", "grid_samples"):
+        if trainer.get(key) is not None and int(trainer[key]) < 0:
+            raise UserError(f"trainer.{key}={trainer[key]}: use 0 (never) or a positive count, or null")
+    check_learning_rates(optim)
+
+
+def check_learning_rates(optim: DictConfig) -> None:
+    """Every lr under optim (its shared one and each net's) a finite number >= 0: a negative lr climbs
+    the loss, a NaN one turns every weight into NaN at the first step."""
+    def walk(node, prefix):
+        for key, value in node.items():
+            if OmegaConf.is_dict(value):
+                walk(value, f"{prefix}{key}.")
+            elif key == "lr" and value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0:
+                    raise UserError(f"optim.{prefix}lr={value}: a learning rate is a finite number >= 0 "
+                                    "(e.g. optim.lr=2e-4)")
+    walk(optim, "")

@@ -127,3 +127,32 @@ def test_nested_targets_in_lists_are_found():
     config = {"loss": {"d_regularizers": [{"inner": {"_target_": "os.system", "command": "true"}}]}}
     with pytest.raises(UserError, match="os.system"):
         trust.check_config(config, "checkpoint x", trust.shipped_targets(CONF))
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["optim.lr=-0.01"], "optim.lr=-0.01"),
+    (["optim.lr=nan"], "learning rate"),
+    (["optim.discriminator.lr=inf"], "optim.discriminator.lr=inf"),
+    (["trainer.ckpt_every=-1"], "trainer.ckpt_every=-1"),
+    (["trainer.eval_every=-5"], "trainer.eval_every=-5"),
+])
+def test_numbers_that_cannot_train_are_refused_before_start(run, tmp_path, args, expect):
+    res = run("train", *TINY, *args, f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.code == 2 and expect in res.err and len(res.err.strip().splitlines()) == 1, res
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_nan_lr_in_a_sweep_is_one_line(run, tmp_path):
+    res = run("train", "-m", *TINY, "optim.lr=1e-4,nan", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert res.code == 2 and "learning rate" in res.err and len(res.err.strip().splitlines()) == 1, res
+
+
+def test_eval_n_negative_is_refused(run, trained, tmp_path):
+    res = run("eval", f"ckpt={trained / 'checkpoints' / 'last.pt'}", "n=-5", f"hydra.run.dir={tmp_path / 'e'}")
+    assert res.code == 2 and "n=-5" in res.err, res
+
+
+def test_sample_n_beyond_memory_is_refused(run, trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.pt"
+    res = run("sample", f"ckpt={ckpt}", "n=2000000000000", f"hydra.run.dir={tmp_path / 's'}")
+    assert res.code == 2 and "free memory" in res.err and "Traceback" not in res.err, res
