@@ -605,3 +605,168 @@ def test_truncated_and_foreign_files(fakes, tmp_path, uncond):
             read_network_file(path)
         msg = str(e.value)
         assert "\n" not in msg and str(path) in msg, msg
+
+
+# --- rosinality's forward pass on the mapped weights equals the official outputs ------------------
+# A plain-torch transcription of rosinality model.py's computation (native upfirdn2d, unfused
+# modulated conv, randomize_noise=False), so the rosinality layout built above is checked against
+# what the official code computed, not only against the reader.
+
+def _ros_upfirdn(x, k, up=1, pad=(0, 0)):
+    n, c, h, w = x.shape
+    if up > 1:
+        y = x.new_zeros(n, c, h * up, w * up)
+        y[:, :, ::up, ::up] = x
+        x = y
+    x = torch.nn.functional.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    return torch.nn.functional.conv2d(x, torch.flip(k, [0, 1])[None, None].repeat(c, 1, 1, 1), groups=c)
+
+
+def _ros_lrelu(x, b):
+    return torch.nn.functional.leaky_relu(x + b.view(1, -1, *([1] * (x.ndim - 2))), 0.2) * 2 ** 0.5
+
+
+def _ros_modconv(sd, p, x, w, demodulate=True, up=False):
+    weight = sd[p + "conv.weight"][0]
+    weight = weight / (weight[0].numel() ** 0.5)
+    mw = sd[p + "conv.modulation.weight"]
+    style = torch.nn.functional.linear(w, mw / mw.shape[1] ** 0.5, sd[p + "conv.modulation.bias"])
+    x = x * style[:, :, None, None]
+    if up:
+        x = torch.nn.functional.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        x = _ros_upfirdn(x, sd[p + "conv.blur.kernel"], pad=(1, 1))
+    else:
+        x = torch.nn.functional.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    if demodulate:
+        d = ((weight[None] * style[:, None, :, None, None]).square().sum((2, 3, 4)) + 1e-8).rsqrt()
+        x = x * d[:, :, None, None]
+    return x
+
+
+def _ros_generator_forward(sd, z, n_mlp, n_up):
+    x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+    for i in range(1, n_mlp + 1):
+        wgt = sd[f"style.{i}.weight"]
+        x = _ros_lrelu(torch.nn.functional.linear(x, wgt * (0.01 / wgt.shape[1] ** 0.5)), sd[f"style.{i}.bias"] * 0.01)
+
+    def styled(p, h, noise, up=False):
+        h = _ros_modconv(sd, p, h, x, up=up) + sd[p + "noise.weight"] * sd[f"noises.noise_{noise}"]
+        return _ros_lrelu(h, sd[p + "activate.bias"])
+
+    h = sd["input.input"].repeat(z.shape[0], 1, 1, 1)
+    h = styled("conv1.", h, 0)
+    skip = _ros_modconv(sd, "to_rgb1.", h, x, demodulate=False) + sd["to_rgb1.bias"]
+    for k in range(n_up):
+        h = styled(f"convs.{2 * k}.", h, 2 * k + 1, up=True)
+        h = styled(f"convs.{2 * k + 1}.", h, 2 * k + 2)
+        rgb = _ros_modconv(sd, f"to_rgbs.{k}.", h, x, demodulate=False) + sd[f"to_rgbs.{k}.bias"]
+        skip = rgb + _ros_upfirdn(skip, sd[f"to_rgbs.{k}.upsample.kernel"], up=2, pad=(2, 1))
+    return skip
+
+
+def _ros_discriminator_forward(sd, img, n_blocks):
+    def conv(p, h, stride=1, pad=None):
+        wgt = sd[p]
+        pad = wgt.shape[-1] // 2 if pad is None else pad
+        return torch.nn.functional.conv2d(h, wgt / wgt[0].numel() ** 0.5, stride=stride, padding=pad)
+
+    h = _ros_lrelu(conv("convs.0.0.weight", img), sd["convs.0.1.bias"])
+    for i in range(1, n_blocks + 1):
+        p = f"convs.{i}."
+        out = _ros_lrelu(conv(p + "conv1.0.weight", h), sd[p + "conv1.1.bias"])
+        out = _ros_upfirdn(out, sd[p + "conv2.0.kernel"], pad=(2, 2))
+        out = _ros_lrelu(conv(p + "conv2.1.weight", out, stride=2, pad=0), sd[p + "conv2.2.bias"])
+        skip = conv(p + "skip.1.weight", _ros_upfirdn(h, sd[p + "skip.0.kernel"], pad=(1, 1)), stride=2, pad=0)
+        h = (out + skip) / 2 ** 0.5
+    b, c, hh, ww = h.shape
+    g = min(b, 4)
+    s = h.view(g, -1, 1, c, hh, ww)
+    s = torch.sqrt(s.var(0, unbiased=False) + 1e-8).mean([2, 3, 4], keepdim=True).squeeze(2)
+    h = torch.cat([h, s.repeat(g, 1, hh, ww)], 1)
+    h = _ros_lrelu(conv("final_conv.0.weight", h), sd["final_conv.1.bias"]).view(b, -1)
+    w0, w1 = sd["final_linear.0.weight"], sd["final_linear.1.weight"]
+    h = _ros_lrelu(torch.nn.functional.linear(h, w0 / w0.shape[1] ** 0.5), sd["final_linear.0.bias"])
+    return torch.nn.functional.linear(h, w1 / w1.shape[1] ** 0.5, sd["final_linear.1.bias"])
+
+
+@torch.no_grad()
+def test_rosinality_layout_computes_the_official_function(uncond):
+    g = _official_to_rosinality_g(uncond["G_ema"], 32, 64)
+    img = _ros_generator_forward(g, uncond["z"], n_mlp=2, n_up=3)
+    torch.testing.assert_close(img, uncond["img_const"], atol=2e-4, rtol=1e-4)
+    d = _official_to_rosinality_d(uncond["D"], 32)
+    logits = _ros_discriminator_forward(d, uncond["img_const"], n_blocks=3)
+    torch.testing.assert_close(logits, uncond["d_logits"], atol=2e-4, rtol=1e-4)
+
+
+def _tf_to_rosinality(top, mapping, synthesis, d_vars, n_up):
+    """rosinality convert_weight.py's reading of TF variables (transcribed), an independent second
+    converter: TF layout -> rosinality layout."""
+    m, s, dv = dict(mapping), dict(synthesis), dict(d_vars)
+    t = torch.from_numpy
+    up_kernel, down_kernel = setup_filter([1, 3, 3, 1]) * 4, setup_filter([1, 3, 3, 1])
+    g = {}
+    i = 0
+    while f"Dense{i}/weight" in m:
+        g[f"style.{i + 1}.weight"], g[f"style.{i + 1}.bias"] = t(m[f"Dense{i}/weight"].T.copy()), t(m[f"Dense{i}/bias"])
+        i += 1
+    g["input.input"] = t(s["4x4/Const/const"])
+
+    def modconv(src, dst, flip=False):
+        w = t(np.ascontiguousarray(s[src + "/weight"].transpose(3, 2, 0, 1)))[None]
+        g[dst + ".conv.weight"] = torch.flip(w, [3, 4]) if flip else w
+        g[dst + ".conv.modulation.weight"] = t(s[src + "/mod_weight"].T.copy())
+        g[dst + ".conv.modulation.bias"] = t(s[src + "/mod_bias"] + 1)
+        g[dst + ".noise.weight"] = t(np.array([s[src + "/noise_strength"]]))
+        g[dst + ".activate.bias"] = t(s[src + "/bias"])
+        if flip:
+            g[dst + ".conv.blur.kernel"] = up_kernel
+
+    def torgb(src, dst):
+        g[dst + ".conv.weight"] = t(np.ascontiguousarray(s[src + "/weight"].transpose(3, 2, 0, 1)))[None]
+        g[dst + ".conv.modulation.weight"] = t(s[src + "/mod_weight"].T.copy())
+        g[dst + ".conv.modulation.bias"] = t(s[src + "/mod_bias"] + 1)
+        g[dst + ".bias"] = t(s[src + "/bias"].reshape(1, 3, 1, 1))
+
+    torgb("4x4/ToRGB", "to_rgb1")
+    modconv("4x4/Conv", "conv1")
+    for k in range(n_up):
+        r = 8 * 2 ** k
+        torgb(f"{r}x{r}/ToRGB", f"to_rgbs.{k}")
+        g[f"to_rgbs.{k}.upsample.kernel"] = up_kernel
+        modconv(f"{r}x{r}/Conv0_up", f"convs.{2 * k}", flip=True)
+        modconv(f"{r}x{r}/Conv1", f"convs.{2 * k + 1}")
+    for j in range(2 * n_up + 1):
+        g[f"noises.noise_{j}"] = t(s[f"noise{j}"])
+
+    def conv(src, dst, bias=True, start=0):
+        d[f"{dst}.{start}.weight"] = t(np.ascontiguousarray(dv[src + "/weight"].transpose(3, 2, 0, 1)))
+        if bias:
+            d[f"{dst}.{start + 1}.bias"] = t(dv[src + "/bias"])
+
+    d = {}
+    res = 8 * 2 ** (n_up - 1)
+    conv(f"{res}x{res}/FromRGB", "convs.0")
+    for i in range(1, n_up + 1):
+        r = res // 2 ** (i - 1)
+        conv(f"{r}x{r}/Conv0", f"convs.{i}.conv1")
+        conv(f"{r}x{r}/Conv1_down", f"convs.{i}.conv2", start=1)
+        conv(f"{r}x{r}/Skip", f"convs.{i}.skip", start=1, bias=False)
+        d[f"convs.{i}.conv2.0.kernel"] = d[f"convs.{i}.skip.0.kernel"] = down_kernel
+    conv("4x4/Conv", "final_conv")
+    for j, src in enumerate(("4x4/Dense0", "Output")):
+        d[f"final_linear.{j}.weight"] = t(dv[src + "/weight"].T.copy())
+        d[f"final_linear.{j}.bias"] = t(dv[src + "/bias"])
+    return g, d
+
+
+@torch.no_grad()
+def test_tf_layout_agrees_with_rosinalitys_converter(uncond):
+    # The TF variables the TF test writes (inverse of legacy.py's mapping), read by rosinality's
+    # converter rules and run with rosinality's computation, give the official outputs: the two
+    # published converters agree on the TF layout this reader assumes.
+    top, mapping, synthesis = _official_to_tf_g(uncond["G_ema"], 32)
+    g, d = _tf_to_rosinality(top, mapping, synthesis, _official_to_tf_d(uncond["D"], 32), n_up=3)
+    torch.testing.assert_close(_ros_generator_forward(g, uncond["z"], 2, 3), uncond["img_const"], atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(_ros_discriminator_forward(d, uncond["img_const"], 3), uncond["d_logits"],
+                               atol=2e-4, rtol=1e-4)
