@@ -335,7 +335,8 @@ def _tf_net(Network, name, func, static, variables, components=None, src="def G_
                     "build_module_src": src, "build_func_name": func, "variables": variables})
 
 
-def _tf_pickle(fakes, tmp_path, fx, ada=False, synthesis_func="G_synthesis_stylegan2", g_func="G_main"):
+def _tf_pickle(fakes, tmp_path, fx, ada=False, synthesis_func="G_synthesis_stylegan2", g_func="G_main",
+               old_numpy=True):
     Network = _tf_kit(fakes)
     gk, dk = fx["G_kwargs"], fx["D_kwargs"]
     static_g = {"latent_size": gk["z_dim"], "dlatent_size": gk["w_dim"], "label_size": gk["c_dim"],
@@ -357,8 +358,13 @@ def _tf_pickle(fakes, tmp_path, fx, ada=False, synthesis_func="G_synthesis_style
 
     d = _tf_net(Network, "D", "D_main" if ada else "D_stylegan2", static_d, _official_to_tf_d(fx["D"], 32))
     path = tmp_path / "stylegan2-tiny-config-f.pkl"
-    with open(path, "wb") as f:
-        pickle.dump((g_net(fx["G"], "G"), d, g_net(fx["G_ema"], "Gs")), f, protocol=3)
+    raw = pickle.dumps((g_net(fx["G"], "G"), d, g_net(fx["G_ema"], "Gs")), protocol=3)
+    if old_numpy:
+        # Pickles of the TF era name numpy 1.x's module path; GLOBAL is newline-framed text, so the
+        # bytes can be rewritten in place.
+        assert b"cnumpy._core.multiarray\n_reconstruct\n" in raw
+        raw = raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    path.write_bytes(raw)
     return path
 
 
@@ -379,7 +385,7 @@ def test_tf_stylegan2_pickle(fakes, tmp_path, uncond):
 
 def test_tf_stylegan2_ada_pickle_conditional(fakes, tmp_path, cond):
     # The fixture's clamp/fp16 settings do not change tensors; only names and layouts are compared.
-    out = read_network_file(_tf_pickle(fakes, tmp_path, cond, ada=True, synthesis_func="G_synthesis"))
+    out = read_network_file(_tf_pickle(fakes, tmp_path, cond, ada=True, synthesis_func="G_synthesis", old_numpy=False))
     for net in ("G", "G_ema", "D"):
         _same(out[net], cond[net])
     assert out["G_kwargs"]["c_dim"] == 10 and out["D_kwargs"]["c_dim"] == 10
@@ -505,6 +511,17 @@ def test_rosinality_converted_weights_with_latent_avg(tmp_path, uncond):
     out = read_network_file(path)
     _same(out["G_ema"], uncond["G_ema"])
     assert "D" not in out
+
+
+def test_rosinality_legacy_torch_format(tmp_path, uncond):
+    # rosinality's published checkpoints predate torch 1.6's zip format.
+    ckpt = {"g_ema": _official_to_rosinality_g(uncond["G_ema"], 32, 64), "latent_avg": uncond["G_ema"]["mapping.w_avg"],
+            "d": _official_to_rosinality_d(uncond["D"], 32)}
+    path = tmp_path / "550000.pt"
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    out = read_network_file(path)
+    _same(out["G_ema"], uncond["G_ema"])
+    _same(out["D"], uncond["D"])
 
 
 def test_rosinality_missing_key_is_refused(tmp_path, uncond):

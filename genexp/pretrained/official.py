@@ -547,19 +547,6 @@ def _tf_fill(shapes: Shapes, rules, params: dict, filt: torch.Tensor, what: str)
     return out
 
 
-def _rename_lod(params: dict, pattern: str, target: str, res: int) -> bool:
-    """Configs that name their RGB layers by level of detail ('ToRGB_lod0/weight'): legacy.py's
-    renaming to '{r}x{r}/ToRGB/...' (its 'orig' architecture branch)."""
-    found = False
-    for name in list(params):
-        m = re.fullmatch(pattern, name)
-        if m:
-            r = res // (2 ** int(m.group(2)))
-            params[f"{m.group(1)}{r}x{r}/{target}/{m.group(3)}"] = params.pop(name)
-            found = True
-    return found
-
-
 def _convert_tf_generator(net: TFNetworkRecord, path: Path, what: str) -> tuple[dict, OrderedDict]:
     state = _tf_state(net)
     comps = state.get("components") or {}
@@ -570,9 +557,9 @@ def _convert_tf_generator(net: TFNetworkRecord, path: Path, what: str) -> tuple[
         raise _NotReadable(f"{what} is built by {state.get('build_func_name')}/{funcs.get('synthesis')}, "
                            "not the official StyleGAN2 G_main/G_synthesis")
     kw = _tf_generator_kwargs(net, path)
+    # (legacy.py also renames 'ToRGB_lod*' variables; only the G_synthesis_stylegan_revised of configs
+    # A-D has them, and that build function is refused above.)
     params = _tf_params(net)
-    if _rename_lod(params, r"(synthesis/)ToRGB_lod(\d+)/(.*)", "ToRGB", kw["img_resolution"]):
-        kw["synthesis_kwargs"]["architecture"] = "orig"
     shapes = generator_shapes(kw)
     return kw, _tf_fill(shapes, _TF_G_RULES, params, _filter_value(kw, True), what)
 
@@ -585,8 +572,6 @@ def _convert_tf_discriminator(net: TFNetworkRecord, path: Path) -> tuple[dict, O
         raise _NotReadable(f"D is built by {state.get('build_func_name')}, not the official D_stylegan2/D_main")
     kw = _tf_discriminator_kwargs(net, path)
     params = _tf_params(net)
-    if _rename_lod(params, r"()FromRGB_lod(\d+)/(.*)", "FromRGB", kw["img_resolution"]):
-        kw["architecture"] = "orig"
     shapes = discriminator_shapes(kw)
     return kw, _tf_fill(shapes, _TF_D_RULES, params, _filter_value(kw, False), "D")
 
