@@ -787,3 +787,39 @@ def test_tf_layout_agrees_with_rosinalitys_converter(uncond):
     torch.testing.assert_close(_ros_generator_forward(g, uncond["z"], 2, 3), uncond["img_const"], atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(_ros_discriminator_forward(d, uncond["img_const"], 3), uncond["d_logits"],
                                atol=2e-4, rtol=1e-4)
+
+
+def _binunicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+@pytest.mark.parametrize("target", [b"dnnlib.util\nEasyDict\n", b"collections\nOrderedDict\n",
+                                    b"dnnlib.tflib.network\nNetwork\n"])
+def test_build_cannot_modify_allowed_globals(tmp_path, target):
+    # GLOBAL x; BUILD (None, {"__setstate__": None}): pickle's slot-state path calls setattr on x,
+    # which would patch the allowed class for every later load.
+    raw = (b"\x80\x02c" + target + b"N}" + _binunicode("__setstate__") + b"Ns\x86b.")
+    path = tmp_path / "patch.pkl"
+    path.write_bytes(raw)
+    with pytest.raises(UserError, match="truncated or damaged") as e:
+        read_network_file(path)
+    assert "\n" not in str(e.value)
+    from genexp.pretrained import safe_pickle
+
+    assert "__setstate__" in safe_pickle.EasyDictRecord.__dict__
+    assert safe_pickle.TFNetworkRecord.__dict__["__setstate__"] is not None
+
+
+def test_tf_build_module_src_is_never_executed(fakes, tmp_path, uncond, monkeypatch):
+    marker = tmp_path / "pwned"
+    original = _tf_net
+
+    def with_payload(*args, **kwargs):
+        kwargs["src"] = f"open({str(marker)!r}, 'w').write('x')\ndef G_main(): pass\n"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules[__name__], "_tf_net", with_payload)
+    out = read_network_file(_tf_pickle(fakes, tmp_path, uncond))
+    assert out["format"] == "tf-stylegan2"
+    assert not marker.exists()
