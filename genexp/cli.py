@@ -100,9 +100,19 @@ def run_hydra(command: str, args: list[str]) -> None:
         return run_command(command, cfg)
 
     args = rank_args(command, args)
+    if not any(a.split("=", 1)[0] in SHOW_FLAGS for a in args):
+        from genexp.rundir import NO_HYDRA_SUBDIR
+
+        # Hydra would write .hydra/ before the job can claim its run dir (and over the run a resume
+        # reads): the job writes it itself (genexp/rundir.py), once the dir is its own.
+        args = [*args, NO_HYDRA_SUBDIR]
     # Hydra parses sys.argv itself; argv[0] only names the program in its messages.
     sys.argv = [f"genexp {command}", *args]
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)()
+
+
+# Hydra flags that show something and run no job.
+SHOW_FLAGS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--shell-completion", "-sc")
 
 
 def rank_args(command: str, args: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from genexp.data.base import unit_to_uint8
+from genexp.files import save_image
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -56,7 +57,4 @@ def picture(samples: torch.Tensor, reference: torch.Tensor | None = None, nrow: 
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    save_image(Image.fromarray(array), path, format="PNG")

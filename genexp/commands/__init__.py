@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -21,7 +22,8 @@ def run_command(command: str, cfg: DictConfig):
 
         return run_sweep_job(command, module, cfg)
     try:
-        return module.run(cfg)
+        with owned_run_dir(command, cfg):
+            return module.run(cfg)
     except Stopped as exc:
         if str(exc):  # a data-parallel rank other than 0 stops without a word: rank 0 says why
             print(f"genexp: {exc}", file=sys.stderr)
@@ -33,6 +35,30 @@ def run_command(command: str, cfg: DictConfig):
         # SystemExit passes through Hydra's own error reporting untouched.
         print(f"genexp: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def owned_run_dir(command: str, cfg: DictConfig):
+    """The job's run dir, claimed (genexp/rundir.py) before anything is written there; its .hydra/ written
+    at once, or by train once a resume has been checked. Data-parallel: rank 0 holds it."""
+    import contextlib
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from genexp import distributed
+    from genexp.rundir import owned
+
+    if not HydraConfig.initialized():
+        return contextlib.nullcontext()
+    out = Path(HydraConfig.get().runtime.output_dir)
+
+    @contextlib.contextmanager
+    def held():
+        with owned(out, cfg, enabled=distributed.from_env().main) as claim:
+            if claim is not None and command != "train":
+                claim.write_hydra_files()
+            yield claim
+
+    return held()
 
 
 def user_error_in(exc: BaseException | None) -> UserError | None:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from genexp.commands import user_error_in
 from genexp.errors import Stopped, first_line
+from genexp.files import atomic_write_text
 
 # run.json states that mean the job did not finish (genexp/training/status.py).
 NOT_FINISHED = ("failed", "stopped")
@@ -36,8 +37,16 @@ class JobFailed(CompactHydraException):
 
 def run_sweep_job(command: str, module, cfg: DictConfig):
     """One job of a sweep: its value, or its failure recorded and raised as JobFailed."""
+    from genexp.commands import owned_run_dir
+    from genexp.rundir import RunDirInUse
+
     try:
-        value = module.run(cfg)
+        with owned_run_dir(command, cfg):
+            value = module.run(cfg)
+    except RunDirInUse as exc:  # another process's job (a requeue race): its dir is not this job's to mark
+        line = f"genexp: {job_name()} error: {exc}"
+        print(line, file=sys.stderr)
+        raise JobFailed(line) from None
     except Stopped as exc:
         if exc.code > 128 and launched_in_process():
             # A signal to the sweep's own process (Ctrl-C, a scheduler's TERM) stops the whole sweep,
@@ -141,7 +150,8 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
         return
     out = run_dir_of_job()
     record = read_status(out)
-    if record.get("status") in NOT_FINISHED:
+    if record.get("status") in NOT_FINISHED or record.get("status") == "done":
+        # a finished run that a later attempt (a resume) failed to continue is still finished
         return
     state = "stopped" if reason.startswith("stopped") else "failed"
     message = reason.split(": ", 1)[1] if ": " in reason else reason
@@ -150,9 +160,10 @@ def record_failure(cfg: DictConfig, reason: str) -> None:
         RunStatus(out, int(trainer.get("max_steps", 0) or 0), task_overrides()).write(state, None, message)
         return
     record.update(status=state, message=message)
-    tmp = out / ".run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out / "run.json")
+    try:
+        atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+    except OSError as exc:
+        print(f"genexp: {job_name()}: run.json not updated ({exc.strerror or exc})", file=sys.stderr)
 
 
 def is_main_rank() -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from genexp import distributed
+from genexp import distributed, rundir
 from genexp.commands.common import metrics_chosen, run_dir, task_overrides
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
@@ -16,7 +16,7 @@ from genexp.logger import Console, QuietConsole, RunLogger, SilentLogger
 from genexp.methods import build_method
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.suite import MetricSuite
-from genexp.training.checkpoint import load_checkpoint, newest_good_checkpoint
+from genexp.training.checkpoint import NoReadableCheckpoint, load_checkpoint, newest_good_checkpoint
 from genexp.training.loop import Trainer, config_meta
 from genexp.training.runtime import resolve_device, seed_everything
 from genexp.training.status import RunStatus
@@ -41,16 +41,21 @@ def train(cfg: DictConfig, world: distributed.World, device: torch.device) -> fl
         if own != out and not any(own.iterdir()):
             own.rmdir()  # the throwaway dir genexp.cli gave Hydra on this rank
     console = Console(cfg.trainer.progress) if world.main else QuietConsole(cfg.trainer.progress)
+    max_steps = int(cfg.trainer.max_steps)
+    if max_steps < 1:
+        raise UserError(f"trainer.max_steps={cfg.trainer.max_steps} trains nothing: give the number of steps to "
+                        "train (to look at a checkpoint, use genexp eval or genexp sample)")
     seed = int(cfg.trainer.seed)
     seed_everything(seed, bool(cfg.trainer.deterministic))
-    auto = cfg.get("resume") == "auto"
-    if auto:  # a restarted job: the newest checkpoint of this run dir that loads, if any
-        found = newest_good_checkpoint(out / "checkpoints", console.note)
-        ckpt = found[1] if found else None
-        resumed_from = found[0] if found else None
-    else:
-        ckpt = load_checkpoint(cfg.resume) if cfg.get("resume") else None
-        resumed_from = cfg.get("resume")
+    ckpt, resumed_from, auto = checkpoint_to_resume(cfg, out, console)
+    if ckpt is not None and int(ckpt["step"]) >= max_steps:
+        # Nothing to train: say so before anything in the run dir (or a new one) is touched.
+        if not same_run(resumed_from, out, auto):
+            raise UserError(f"resume={resumed_from} is at step {ckpt['step']} and trainer.max_steps={max_steps}: a "
+                            f"new run from it would train nothing; pass trainer.max_steps=<more than {ckpt['step']}>")
+        console.note(f"the run is already at step {ckpt['step']} >= trainer.max_steps={max_steps}: nothing to do; "
+                     "pass a larger trainer.max_steps to train on")
+        return objective(dict(ckpt.get("best_metrics", {})), cfg.trainer.get("objective"))
 
     dataset = build_dataset(cfg.data)
     classes = int(cfg.model.get("num_classes", 0) or 0)
@@ -70,22 +75,28 @@ def train(cfg: DictConfig, world: distributed.World, device: torch.device) -> fl
     suite = MetricSuite(default_held_out(cfg, method), dataset, cfg.data, device, console.note,
                         num_samples=cfg.trainer.get("eval_samples"), chosen=metrics_chosen(), cache_dir=cache_dir())
     reference = dataset.x[:2500] if getattr(dataset, "kind", "image") == "points" else None
+    trainer = Trainer(cfg.trainer, method, loader, SilentLogger(), console, out, suite, reference,
+                      meta=config_meta(cfg, task_overrides()))
+    if ckpt is not None:
+        # Checked against the method this config builds before the run dir is touched: a resume that
+        # does not fit changes nothing in the run it read.
+        try:
+            trainer.restore(ckpt)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise UserError(f"resume={resumed_from}: the checkpoint does not fit the model this config builds "
+                            f"({first_line(exc)[:160]}); nothing was changed: resume with the run's own model and "
+                            "data settings") from None
     if world.main:
+        rundir.write_hydra_files()
         logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
                            resume_from_step=int(ckpt["step"]) if ckpt else (0 if auto else None))
     else:
         logger = SilentLogger()
-    status = RunStatus(out, int(cfg.trainer.max_steps), task_overrides(), enabled=world.main)
-    trainer = None
+    trainer.logger = logger
+    status = RunStatus(out, max_steps, task_overrides(), enabled=world.main, note=console.note)
     try:
-        trainer = Trainer(cfg.trainer, method, loader, logger, console, out, suite, reference,
-                          meta=config_meta(cfg, task_overrides()))
         if ckpt is not None:
-            trainer.restore(ckpt)
             console.info(f"resumed from {resumed_from} at step {trainer.step}")
-            if trainer.step >= int(cfg.trainer.max_steps):
-                console.note(f"the run is already at step {trainer.step} >= trainer.max_steps="
-                             f"{cfg.trainer.max_steps}: pass a larger trainer.max_steps to train on")
         params = {k: sum(p.numel() for p in m.parameters()) for k, m in method.named_children()
                   if any(True for _ in m.parameters()) and not k.endswith("_ema")}
         where = f"{device}" if not world.enabled else f"{world.size} processes ({device.type}), " \
@@ -103,11 +114,40 @@ def train(cfg: DictConfig, world: distributed.World, device: torch.device) -> fl
         raise
     finally:
         logger.close()
-    console.info(f"done: {out}/checkpoints/last.pt")
+    if trainer.saved_step == trainer.step:
+        console.info(f"done: {out}/checkpoints/last.pt")
+    else:  # checkpoints off (trainer.ckpt_every), or the disk refused the last ones
+        kept = f"the newest checkpoint is step {trainer.saved_step}" if trainer.saved_step >= 0 else "no checkpoint"
+        console.info(f"done at step {trainer.step} in {out} ({kept})")
     value = objective(trainer.best_metrics, cfg.trainer.get("objective"))
     if value is not None:
         console.info(f"objective {cfg.trainer.objective}: best {value:.6g} over the run's evaluations")
     return value
+
+
+def checkpoint_to_resume(cfg: DictConfig, out: Path, console: Console) -> tuple[dict | None, str | None, bool]:
+    """The checkpoint to continue from (or None), where it came from, and whether resume=auto chose it."""
+    if cfg.get("resume") != "auto":
+        return (load_checkpoint(cfg.resume) if cfg.get("resume") else None), cfg.get("resume"), False
+    # a restarted job: the newest checkpoint of this run dir that loads, if any
+    try:
+        found = newest_good_checkpoint(out / "checkpoints", console.note)
+    except NoReadableCheckpoint as exc:
+        if not cfg.get("resume_from_scratch"):
+            raise
+        console.note(f"{str(exc).split(';')[0]}; resume_from_scratch=true: training from step 0")
+        found = None
+    return (found[1], str(found[0]), True) if found else (None, None, True)
+
+
+def same_run(resumed_from: str | None, out: Path, auto: bool) -> bool:
+    """Does the checkpoint belong to the run dir this job works in (a continuation, not a branch)?"""
+    if auto:
+        return True
+    path = Path(str(resumed_from))
+    if path.is_dir():
+        return path.resolve() == out.resolve()
+    return path.parent.name == "checkpoints" and path.parent.parent.resolve() == out.resolve()
 
 
 def speed_options(trainer: DictConfig, method, loader: InfiniteLoader, console: Console) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from genexp.files import AppendFile, atomic_write_text
 from genexp.logger.console import Console
 
 
@@ -41,7 +42,8 @@ class RunLogger:
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         if resume_from_step is not None:
             drop_after(self.jsonl_path, resume_from_step)
-        self.jsonl = open(self.jsonl_path, "a", buffering=1)
+        self.jsonl = AppendFile(self.jsonl_path)
+        self.unwritten = 0  # lines a full disk refused
         self.wandb = None
         wandb_cfg = logger_cfg.get("wandb") if logger_cfg is not None else None
         if wandb_cfg is not None:
@@ -56,7 +58,8 @@ class RunLogger:
 
             id_file = self.run_dir / ".wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-            id_file.write_text(run_id)
+            if not id_file.is_file():
+                atomic_write_text(id_file, run_id)
             self.wandb = wandb.init(
                 dir=str(self.run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
                 group=cfg.get("group"), tags=list(cfg.get("tags") or []), name=name, id=run_id, resume="allow",
@@ -75,7 +78,13 @@ class RunLogger:
         self.wandb = None
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        try:
+            self.jsonl.write_line(json.dumps({"step": step, **values}))
+        except OSError as exc:  # a full disk: the run goes on; the note comes once, with the first lost line
+            self.unwritten += 1
+            if self.unwritten == 1:
+                self.console.note(f"metrics.jsonl: step {step} not logged ({exc.strerror or exc}); training goes "
+                                  "on, and lines are lost until there is space again")
         if self.wandb is not None:
             try:
                 self.wandb.log(values, step=step)
@@ -108,11 +117,19 @@ def drop_after(path: Path, step: int) -> None:
     the resumed run's; rewrite the file atomically without them."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if logged_step(line) is not None and logged_step(line) <= step]
+    if kept != lines:
+        atomic_write_text(path, "".join(kept))
+
+
+def logged_step(line: str) -> int | None:
+    """A line's step; None for a line that is not a whole JSON record (written by something else)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return int(record.get("step", 0)) if isinstance(record, dict) else None
 
 
 class SilentLogger:

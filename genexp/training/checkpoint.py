@@ -6,7 +6,6 @@ plain containers, never code.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -14,25 +13,28 @@ from pathlib import Path
 import torch
 
 from genexp.errors import UserError
+from genexp.files import save_torch
 
 FORMAT = "genexp-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: a kill leaves either the
-    old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"genexp": {"format": FORMAT, "version": VERSION}, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:  # a full disk, a kill: drop the partial file, keep the old checkpoint
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    """Atomic (genexp/files.py): a kill or a full disk leaves the old file or the new one, never a
+    torn one. A failed write raises OSError."""
+    save_torch({"genexp": {"format": FORMAT, "version": VERSION}, **payload}, path)
+
+
+class CheckpointUnreadable(UserError):
+    """The file is there but is not a checkpoint genexp can use (torn, corrupt, foreign, too new)."""
+
+
+class CheckpointReadError(UserError):
+    """Reading the file failed (an I/O error, no permission): the file itself may be whole."""
+
+
+class NoReadableCheckpoint(UserError):
+    """resume=auto: the run dir has checkpoints, and not one of them reads."""
 
 
 def step_of(path: Path) -> int | None:
@@ -43,22 +45,31 @@ def step_of(path: Path) -> int | None:
 
 def newest_good_checkpoint(ckpt_dir: Path, note=print) -> tuple[Path, dict] | None:
     """The newest checkpoint in ``ckpt_dir`` that loads (last.pt, then step files newest first); a torn
-    or unreadable one is skipped with a note. None when there is none."""
+    or corrupt one is skipped with a note. None when there is no checkpoint at all;
+    NoReadableCheckpoint when there are some and none loads. A read error (CheckpointReadError) is
+    raised, not skipped: going back to an older checkpoint over a file that may be whole loses work."""
     if not ckpt_dir.is_dir():
         return None
     steps = sorted((p for p in ckpt_dir.glob("step_*.pt") if step_of(p) is not None), key=step_of, reverse=True)
     candidates = ([ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []) + steps
     best: tuple[Path, dict] | None = None
+    skipped = []
     for path in candidates:
         try:
             ckpt = load_checkpoint(path)
-        except UserError as exc:
+        except CheckpointUnreadable as exc:
             note(f"skipped {exc}")
+            skipped.append(path.name)
             continue
         if best is None or int(ckpt["step"]) > int(best[1]["step"]):
             best = (path, ckpt)
         if path.name != "last.pt":  # step files come newest first: the first good one is the newest
             break
+    if best is None and skipped:
+        raise NoReadableCheckpoint(
+            f"resume=auto: none of the {len(skipped)} checkpoints in {ckpt_dir} reads ({', '.join(skipped[:4])}"
+            f"{', ...' if len(skipped) > 4 else ''}); nothing was changed: restore them, or pass "
+            "resume_from_scratch=true to train this run dir again from step 0")
     return best
 
 
@@ -75,16 +86,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint {path} does not exist: give the path of a .pt file in a run's checkpoints/")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except OSError as exc:
+        raise CheckpointReadError(f"checkpoint {path} could not be read ({exc.strerror or exc}): a read error, not "
+                                  "a torn file; nothing was changed: try again once the file can be read") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} cannot be read (torn, corrupt or not a torch file: {reason})") from None
+        raise CheckpointUnreadable(f"checkpoint {path} cannot be read (torn, corrupt or not a torch file: "
+                                   f"{reason})") from None
     meta = ckpt.get("genexp") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path} was not written by genexp train (no genexp marker): "
-                        "give a checkpoint from a genexp run dir")
+        raise CheckpointUnreadable(f"checkpoint {path} was not written by genexp train (no genexp marker): "
+                                   "give a checkpoint from a genexp run dir")
     if int(meta.get("version", 0)) > VERSION:
-        raise UserError(f"checkpoint {path} has format version {meta['version']}; this genexp reads up to "
-                        f"{VERSION}: upgrade genexp")
+        raise CheckpointUnreadable(f"checkpoint {path} has format version {meta['version']}; this genexp reads "
+                                   f"up to {VERSION}: upgrade genexp")
     return ckpt
 
 

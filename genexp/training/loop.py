@@ -225,7 +225,7 @@ class Trainer:
         samples = self.method.sample(int(self.cfg.grid_samples), generator=g)
         self.method.train()
         image = picture(samples, self.reference, nrow=self.method.num_classes or None)  # a column per class
-        save_png(image, self.run_dir / "samples" / f"step_{self.step:06d}.png")
+        self.save_picture(image, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         self.logger.image(self.step, "samples", image)
         if hasattr(self.method, "reconstruct") and getattr(self.loader.dataset, "kind", "image") == "image":
             self.reconstruction_grid()
@@ -244,8 +244,14 @@ class Trainer:
         self.method.train()
         rows = [t for start in range(0, n, nrow) for t in (real[start:start + nrow], recon[start:start + nrow].cpu())]
         image = picture(torch.cat(rows).clamp(-1, 1), nrow=nrow)
-        save_png(image, self.run_dir / "samples" / f"recon_{self.step:06d}.png")
+        self.save_picture(image, self.run_dir / "samples" / f"recon_{self.step:06d}.png")
         self.logger.image(self.step, "reconstructions", image)
+
+    def save_picture(self, image, path: Path) -> None:
+        try:
+            save_png(image, path)
+        except OSError as exc:  # a full disk costs a picture, not the run
+            self.console.note(f"{path.name} at step {self.step} not written ({exc.strerror or exc}); training goes on")
 
     def evaluate(self) -> dict[str, float]:
         self.method.eval()

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+from genexp.files import atomic_write_text
+
 
 class RunStatus:
-    def __init__(self, run_dir: Path, max_steps: int, overrides: list[str], enabled: bool = True):
+    def __init__(self, run_dir: Path, max_steps: int, overrides: list[str], enabled: bool = True, note=None):
         self.enabled = enabled  # data-parallel: rank 0 alone writes
+        self.note = note or (lambda line: print(f"genexp: {line}", file=sys.stderr))
         self.path = Path(run_dir) / "run.json"
         self.max_steps, self.overrides = max_steps, overrides
         self.started = time.time()
@@ -34,7 +38,7 @@ class RunStatus:
                   "best": dict(getattr(trainer, "best_metrics", {}) or {})}
         if message:
             record["message"] = message
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(".run.json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(self.path)
+        try:
+            atomic_write_text(self.path, json.dumps(record, indent=2) + "\n")
+        except OSError as exc:  # a full disk: the previous run.json stays; training goes on
+            self.note(f"run.json not updated to '{status}' ({exc.strerror or exc})")
