@@ -347,3 +347,79 @@ def test_bf16_blocks_are_the_top_resolutions_and_stay_close_to_float32():
     grad.square().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d16.b32.parameters())
     assert all(torch.isfinite(p.grad).all() for p in d16.parameters() if p.grad is not None)
+
+
+def test_fused_and_unfused_modulated_convolutions_agree_in_value_and_gradient():
+    """Fused (inference) and unfused (training) modulated convolutions are one function."""
+    torch.manual_seed(0)
+    G = small_g(style_mixing=0.0)
+    z = torch.randn(3, 32)
+    grads = []
+    for fused in (True, False):
+        G.zero_grad()
+        img = G(z, noise_mode="const", fused_modconv=fused)
+        img.square().mean().backward()
+        grads.append((img.detach(), [p.grad.clone() for p in G.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert torch.allclose(a, b, atol=1e-5)
+    assert all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(ga, gb))
+    # The up-sampling one is a true convolution of the filtered, zero-stuffed input, padded so that
+    # no filter tap is lost at the border (the official reference: pad 3, 2, then the flipped kernel).
+    x, weight, styles = torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.rand(2, 4) + 0.5
+    up = modulated_conv2d(x, weight, styles, demodulate=False, up=True, resample_filter=make_filter())
+    stuffed = upfirdn2d(x * styles[:, :, None, None], make_filter(), up=2, pad=(3, 2, 3, 2), gain=4)
+    assert torch.allclose(up, torch.nn.functional.conv2d(stuffed, weight.flip([2, 3])), atol=1e-5)
+
+
+def test_truncation_cutoff_touches_only_the_first_styles():
+    G = small_g(truncation_cutoff=2).eval()
+    with torch.no_grad():
+        G.mapping.w_avg.normal_()
+        z = torch.randn(3, 32)
+        full, cut = G.styles(z), G.styles(z, psi=0.0)
+    assert torch.allclose(cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(cut[:, 2:], full[:, 2:])
+
+
+@pytest.mark.parametrize("g_arch,d_arch", [("orig", "orig"), ("skip", "skip"), ("resnet", "resnet")])
+def test_every_official_architecture_builds_and_runs(g_arch, d_arch):
+    torch.manual_seed(0)
+    G = small_g(architecture=g_arch)
+    D = Discriminator(resolution=16, channel_base=512, channel_max=32, mbstd_group=2, architecture=d_arch,
+                      mbstd_channels=2)
+    assert G.num_ws == 6 and hasattr(G.synthesis.b8, "torgb") == (g_arch == "skip")
+    assert hasattr(G.synthesis.b16, "skip") == (g_arch == "resnet")
+    img = G(torch.randn(4, 32))
+    assert img.shape == (4, 3, 16, 16) and D(img).shape == (4,)
+
+
+def test_unknown_architectures_and_noise_modes_are_one_line_user_errors():
+    from genexp.errors import UserError
+
+    with pytest.raises(UserError, match="model.generator.architecture=dense"):
+        small_g(architecture="dense")
+    with pytest.raises(UserError, match="model.discriminator.architecture=dense"):
+        Discriminator(resolution=16, architecture="dense")
+    with pytest.raises(UserError, match="noise_mode=loud"):
+        small_g()(torch.randn(1, 32), noise_mode="loud")
+
+
+def test_conv_clamp_bounds_activations_at_the_layer_gain():
+    torch.manual_seed(0)
+    conv = Conv2dLayer(8, 8, 3, activation="lrelu", conv_clamp=0.1)
+    y = conv(torch.randn(2, 8, 8, 8) * 100, gain=0.5)
+    assert y.abs().max().item() == pytest.approx(0.05)
+    G = small_g(conv_clamp=0.01, style_mixing=0.0)
+    # each toRGB's output is clamped; the image sums the upsampled ones over 3 resolutions
+    assert G(torch.randn(2, 32)).abs().max() <= 0.03 + 1e-6
+
+
+def test_minibatch_std_with_several_channels():
+    from genexp.models.layers import MinibatchStd
+
+    x = torch.randn(4, 6, 3, 3)
+    out = MinibatchStd(2, channels=3)(x)
+    assert out.shape == (4, 9, 3, 3)
+    groups = x.reshape(2, 2, 3, 2, 3, 3)  # (group member, slot, F, C/F, H, W)
+    stat = (groups.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (slot, F)
+    assert torch.allclose(out[:, 6:, 0, 0], stat.repeat(2, 1), atol=1e-6)
+    assert torch.equal(MinibatchStd(None)(x), MinibatchStd(4)(x))
