@@ -54,10 +54,10 @@ def test_real_digits_score_like_real_data():
     real = s.compute(from_data(data), seed=0)
     noise = s.compute(lambda n, g: torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, seed=0)
     assert set(real) == {"fid/digits_lenet@1k", "is/digits_lenet@1k", "is_std/digits_lenet@1k",
-                         "kid/digits_lenet@1k", "kid_std/digits_lenet@1k"}
+                         "kid_x1e3/digits_lenet@1k", "kid_x1e3_std/digits_lenet@1k"}
     # real vs real: FID and KID near zero, IS near the class count; noise: far worse on all three
     assert real["fid/digits_lenet@1k"] < 0.05 * noise["fid/digits_lenet@1k"]
-    assert abs(real["kid/digits_lenet@1k"]) < 0.01 * noise["kid/digits_lenet@1k"]
+    assert abs(real["kid_x1e3/digits_lenet@1k"]) < 0.01 * noise["kid_x1e3/digits_lenet@1k"]
     assert real["is/digits_lenet@1k"] > 8.5 and noise["is/digits_lenet@1k"] < 3
     # the same suite, the same seed: the same numbers (real statistics are kept, not recomputed)
     assert s.compute(from_data(data), seed=0) == real
@@ -251,9 +251,10 @@ def test_paired_lpips_compares_each_image_with_its_original(monkeypatch):
     """The pairing, with torchmetrics' MSE standing in for LPIPS (which needs torchvision)."""
     from torchmetrics import MeanSquaredError
 
+    import genexp.metrics.lpips_net as lpips_net
     import genexp.metrics.suite as suite_module
 
-    monkeypatch.setattr(suite_module, "lpips_metric", lambda net: MeanSquaredError())
+    monkeypatch.setattr(lpips_net, "lpips_metric", lambda net: MeanSquaredError())
     data = DigitsDataset(resolution=16)
     cfg = {"lpips": {"kind": "lpips", "mode": "paired", "num_samples": 300, "net": "alex"}}
     position = {"i": 0}

@@ -16,7 +16,8 @@ from genexp.errors import UserError
 from genexp.logger import Console
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.heap import fix_mmap_threshold
-from genexp.metrics.suite import MetricSuite, SampleFn
+from genexp.metrics.registry import registered
+from genexp.metrics.suite import SUITE_SETTINGS, MetricSuite, SampleFn, over_seeds
 from genexp.training.runtime import resolve_device
 
 
@@ -24,8 +25,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     fix_mmap_threshold()  # flat memory as the sample count grows (metrics/heap.py)
     console = Console(cfg.trainer.progress)
     device = resolve_device(cfg.trainer.device)
-    if not cfg.get("metrics"):
+    if not [name for name in cfg.get("metrics") or {} if name not in SUITE_SETTINGS]:
         raise UserError("no metrics chosen: pass e.g. metrics=[fid,kid]")
+    repeats = int(cfg.metrics.get("repeats") or 1)
+    if repeats < 1 or (repeats > 1 and cfg.get("fake")):
+        raise UserError(f"metrics.repeats={repeats}: repeats draw new fake samples from a checkpoint's generator "
+                        "(ckpt=...); generated images on disk are one draw: use metrics.repeats=1")
     if cfg.get("stats_only"):
         return reference_only(cfg, console, device)
     if cfg.get("fake"):
@@ -35,19 +40,25 @@ def run(cfg: DictConfig) -> dict[str, float]:
     dataset = build_dataset(data_cfg)
     if cfg.get("fake"):
         check_pairs(cfg, dataset, source.pop("files"), n)
+    # Numbers from genexp eval get quoted: under a metric's sample minimum they are refused, not noted.
     suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=n,
-                        chosen=metrics_chosen(), cache_dir=cache_dir())
+                        chosen=metrics_chosen(), cache_dir=cache_dir(), small="refuse")
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()
-    results = suite.compute(sample, seed=int(cfg.seed), model=source.pop("model", None))
+    model = source.pop("model", None)
+    seeds = [int(cfg.seed) + i for i in range(repeats)]
+    per_seed = [suite.compute(sample, seed=seed, model=model) for seed in seeds]
+    results = per_seed[0] if repeats == 1 else over_seeds(per_seed)
     console.table(source.pop("title"), results)
-    record = {
-        **source, "metrics": results,
-        "protocol": {"data": OmegaConf.to_container(data_cfg, resolve=True), "seed": int(cfg.seed),
-                     "metrics": suite.protocol(), "skipped": suite.skipped, **source.pop("protocol")},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    protocol = {"data": OmegaConf.to_container(data_cfg, resolve=True), "seed": int(cfg.seed),
+                "metrics": suite.protocol(), "skipped": suite.skipped, **source.pop("protocol")}
+    record = {**source, "metrics": results, "protocol": protocol}
+    if repeats > 1:
+        protocol["repeats"] = {"seeds": seeds, "value": "mean over the seeds",
+                               "std": "<kind>_std/...: sample standard deviation over the seeds (ddof 1)"}
+        record["per_seed"] = [{"seed": seed, "metrics": r} for seed, r in zip(seeds, per_seed)]
+    record["seconds"] = round(time.perf_counter() - start, 2)
     path = run_dir() / "metrics.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     console.info(f"wrote {path}")
@@ -61,12 +72,14 @@ def reference_only(cfg: DictConfig, console: Console, device: torch.device) -> d
         raise UserError("stats_only=true fills the reference-statistics cache, and GENEXP_CACHE=off turns it off")
     dataset = build_dataset(cfg.data)
     suite = MetricSuite(cfg.metrics, dataset, cfg.data, device, console.note, num_samples=cfg.get("n"),
-                        chosen=metrics_chosen(), cache_dir=where)
+                        chosen=metrics_chosen(), cache_dir=where, small="refuse")
     suite.prepare_reference()
     cached = {key: p["reference_cache"] for key, p in suite.protocol().items() if "reference_cache" in p}
     if not cached:
-        raise UserError(f"none of the chosen metrics keeps reference statistics (those that do: fid, kid, pr): "
-                        f"{', '.join(suite.skipped) or 'metrics=' + ','.join(cfg.metrics)}")
+        keeping = ", ".join(sorted(k for k, cls in registered().items() if cls.keeps_reference))
+        chosen = [name for name in cfg.metrics if name not in SUITE_SETTINGS]
+        raise UserError(f"none of the chosen metrics keeps reference statistics (those that do: {keeping}): "
+                        f"{', '.join(suite.skipped) or 'metrics=' + ','.join(chosen)}")
     for key, path in cached.items():
         console.info(f"{key}: {path}")
     return {}
@@ -115,7 +128,8 @@ def from_images(cfg: DictConfig) -> tuple[SampleFn, DictConfig, int, dict]:
 
 def check_pairs(cfg: DictConfig, dataset, fake_files: list[str], n: int) -> None:
     """Paired LPIPS compares each generated image with the real one of the same name (any extension)."""
-    if not any(c.get("kind", k) == "lpips" and c.get("mode") == "paired" for k, c in cfg.metrics.items()):
+    if not any(c.get("kind", k) == "lpips" and c.get("mode") == "paired" for k, c in cfg.metrics.items()
+               if k not in SUITE_SETTINGS):
         return
     real_files = getattr(dataset, "files", None)
     if real_files is None:

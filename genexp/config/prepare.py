@@ -229,16 +229,11 @@ def check_objective(cfg: DictConfig) -> None:
 
 
 def objective_direction(name: str) -> str | None:
-    """maximize or minimize for a metric kind or key (as genexp.metrics.suite ranks them), or None when
-    the name covers keys of both kinds (modes: captured up, reverse_kl down)."""
-    from genexp.metrics.suite import HIGHER_IS_BETTER
+    """maximize or minimize for a metric kind or key, as its registered metric declares (metrics/registry.py),
+    or None when the name covers keys of both kinds (modes: captured up, reverse_kl down)."""
+    from genexp.metrics.registry import direction
 
-    probe = name if "/" in name else name + "/"
-    if probe.startswith(HIGHER_IS_BETTER):
-        return "maximize"
-    if any(h.startswith(probe) for h in HIGHER_IS_BETTER):
-        return None
-    return "minimize"
+    return direction(name)
 
 
 def interval_hint(err: UserError, overrides: list[str]) -> UserError:

@@ -38,14 +38,14 @@ class ImageFolderDataset(Dataset):
             raise UserError(f"{key}={path}: no such file or folder; point {key} at an image folder "
                             "or a dataset zip")
         self._is_zip = not p.is_dir()
-        names = self._list_zip(p) if self._is_zip else _list_folder(p)
-        self.files = sorted(n for n in names if _is_image(n))
+        read = files_read(p, key)
+        self.files = [n for n in read if n != LABELS_FILE]
         if not self.files:
             where = "in the zip" if self._is_zip else "in all sub-folders"
             exts = ", ".join(EXTENSIONS)
             raise UserError(f"{key}={path}: holds no images (looked for {exts}, any case, {where}); "
                             f"point {key} at a folder or zip of images")
-        labels = self._read_labels(names) if use_labels and LABELS_FILE in names else None
+        labels = self._read_labels() if use_labels and LABELS_FILE in read else None
         self.labels = labels if labels is not None else [UNLABELED] * len(self.files)
         self.num_classes = max(self.labels) + 1 if labels is not None else 0
 
@@ -77,19 +77,11 @@ class ImageFolderDataset(Dataset):
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip.read(name)
 
-    def _list_zip(self, p: Path) -> list[str]:
-        try:
-            with zipfile.ZipFile(p) as z:
-                return [n for n in z.namelist() if not n.endswith("/")]
-        except (zipfile.BadZipFile, OSError) as e:
-            raise UserError(f"{self.key}={self.path}: not a folder nor a valid zip archive ({e}); point "
-                            f"{self.key} at an image folder or a zip made by dataset_tool.py") from e
-
-    def _read_labels(self, names: list[str]) -> list[int] | None:
+    def _read_labels(self) -> list[int] | None:
         labels = _parse_labels(self._read(LABELS_FILE), f"{self.key}={self.path}: {LABELS_FILE}")
         if labels is None:
             return None
-        present = set(names)
+        present = set(self.files)
         ghosts = sorted(n for n in labels if n not in present)
         if ghosts:
             raise UserError(f"{self.key}={self.path}: {LABELS_FILE} labels {len(ghosts)} file(s) that do not "
@@ -102,8 +94,28 @@ class ImageFolderDataset(Dataset):
         return [labels[n] for n in self.files]
 
 
-def _list_folder(p: Path) -> list[str]:
-    return [f.relative_to(p).as_posix() for f in p.rglob("*") if f.is_file()]
+def list_entries(p: Path, key: str = "data.path") -> list[str]:
+    """Every file of a folder (all sub-folders) or a zip, as posix paths inside it."""
+    if p.is_dir():
+        return [f.relative_to(p).as_posix() for f in p.rglob("*") if f.is_file()]
+    try:
+        with zipfile.ZipFile(p) as z:
+            return [n for n in z.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{key}={p}: not a folder nor a valid zip archive ({e}); point "
+                        f"{key} at an image folder or a zip made by dataset_tool.py") from e
+
+
+def image_files(names: list[str]) -> list[str]:
+    """The images the dataset serves, in the order it serves them."""
+    return sorted(n for n in names if _is_image(n))
+
+
+def files_read(p: Path, key: str = "data.path") -> list[str]:
+    """Every file the dataset reads (its images and dataset.json): the one listing the dataset serves
+    from and the reference-statistics cache fingerprints, so the two cannot disagree on what the data are."""
+    names = list_entries(p, key)
+    return image_files(names) + ([LABELS_FILE] if LABELS_FILE in names else [])
 
 
 def _is_image(name: str) -> bool:

@@ -1,10 +1,13 @@
 """Reference (real-data) statistics cached on disk, so a later evaluation computes only the fakes.
 
-A file's name is the hash of everything that decides the statistics: the data config (and the
-size and mtime of its files), the resize filter, the metric kind, its extractor's name and weight
-hash, the real sample count and options such as k. A changed key is a different file, never a
-stale one. ``GENEXP_CACHE`` moves the cache (default ~/.cache/genexp); ``GENEXP_CACHE=off`` turns
-it off.
+A file's name is the hash of everything that decides the statistics: the data config, every file
+the dataset reads (each with its size and mtime in nanoseconds, or its content hash under
+``GENEXP_CACHE_HASH=content``), genexp's preprocessing version, the metric kind and its protocol
+(the extractor's name and weight hash, the resize filter, the real sample count, options such as
+k). A changed key is a different file, never a stale one. A file is also checked when loaded
+against what it claims (the key, the extractor, the count, the shapes, finite values and a
+checksum of its arrays written at save time); one that does not fit is recomputed with one note.
+``GENEXP_CACHE`` moves the cache (default ~/.cache/genexp); ``GENEXP_CACHE=off`` turns it off.
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ import hashlib
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from genexp.data.base import RESIZE_FILTER
 
-FORMAT = 1
+FORMAT = 2
+# Bump when genexp changes how images become extractor inputs (decoding, cropping, resizing, the
+# [-1, 1] mapping): statistics computed by an older pipeline then miss instead of being reused.
+PREPROCESSING_VERSION = 1
 # Data settings that change how data are served, not what they are.
 NOT_CONTENT = ("batch_size", "num_workers", "download")
+HASH_ENV = "GENEXP_CACHE_HASH"
 
 
 def cache_dir() -> Path | None:
@@ -31,22 +39,53 @@ def cache_dir() -> Path | None:
     return Path(where or Path.home() / ".cache" / "genexp") / "stats"
 
 
+def content_hashing() -> bool:
+    return os.environ.get(HASH_ENV, "").lower() == "content"
+
+
+def _file_entry(path: Path, name: str) -> list:
+    if content_hashing():
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return [name, h.hexdigest()]
+    st = path.stat()
+    return [name, st.st_size, st.st_mtime_ns]
+
+
 def files_fingerprint(location: str | None) -> list:
-    """Sizes and mtimes of the data files (a folder's direct entries), so replaced files miss."""
+    """Every file the dataset reads under ``location``: an image folder or zip through the listing the
+    image dataset itself serves from (sub-folders and zip members included), any other folder (the
+    idx / CIFAR roots) recursively; so a replaced, added or removed file misses."""
     if not location:
         return []
     path = Path(str(location)).expanduser()
+    if not path.exists():
+        return []
+    from genexp.data.images import files_read
+
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename: i for i in z.infolist()}
+        members = [[n, infos[n].CRC, infos[n].file_size] for n in files_read(path) if n in infos]
+        return [_file_entry(path, path.name), members]
     if path.is_file():
-        return [[path.name, path.stat().st_size, int(path.stat().st_mtime)]]
-    if path.is_dir():
-        return sorted([p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in path.iterdir() if p.is_file())
-    return []
+        return [_file_entry(path, path.name)]
+    try:
+        names = files_read(path)
+    except Exception:  # no images: a dataset root of other files (idx, CIFAR batches)
+        names = []
+    if not names:
+        names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    return [_file_entry(path / n, n) for n in names]
 
 
 def reference_key(data: dict, kind: str, protocol: dict) -> str:
     content = {k: v for k, v in data.items() if k not in NOT_CONTENT}
     identity = {
-        "format": FORMAT, "data": content, "resize": RESIZE_FILTER, "kind": kind,
+        "format": FORMAT, "preprocessing": PREPROCESSING_VERSION, "data": content, "resize": RESIZE_FILTER,
+        "kind": kind, "hash": "content" if content_hashing() else "stat",
         "files": files_fingerprint(data.get("path")) + files_fingerprint(data.get("root")),
         "protocol": {k: v for k, v in protocol.items() if k != "num_fake"},
     }
@@ -54,37 +93,60 @@ def reference_key(data: dict, kind: str, protocol: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def real_states(metric) -> dict[str, torch.Tensor]:
-    """A torchmetrics metric's real-side states (FID sums, KID / PR features), lists concatenated."""
-    out = {}
-    for name in metric._defaults:
-        if name.startswith("real_"):
-            value = getattr(metric, name)
-            out[name] = torch.cat(value) if isinstance(value, list) else value
-    return {k: v.detach().cpu() for k, v in out.items()}
+def checksum(states: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(states):
+        value = states[name].detach().cpu().contiguous()
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return h.hexdigest()
 
 
-def load_real_states(metric, states: dict[str, torch.Tensor]) -> None:
-    device = metric.device
-    for name, value in states.items():
-        current = getattr(metric, name)
-        setattr(metric, name, [value.to(device)] if isinstance(current, list) else value.to(device))
+def claims(key: str, kind: str, protocol: dict) -> dict:
+    """What a cache file says it holds, stored beside its arrays and compared when it is loaded."""
+    return {"format": FORMAT, "key": key, "kind": kind, "extractor": protocol.get("extractor"),
+            "num_real": protocol.get("num_real")}
 
 
-def load(path: Path) -> dict[str, torch.Tensor] | None:
+def load(path: Path, expected: dict, shapes: dict[str, tuple]) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(states, None) when the file fits; (None, why) when it exists and does not; (None, None) when absent."""
+    if not path.exists():
+        return None, None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
-        return None  # absent or unreadable: computed again and rewritten
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+    if not isinstance(blob, dict) or not isinstance(blob.get("states"), dict) or not isinstance(blob.get("meta"), dict):
+        return None, "not a genexp statistics file"
+    meta, states = blob["meta"], blob["states"]
+    for field, want in expected.items():
+        if json.dumps(meta.get(field), sort_keys=True, default=str) != json.dumps(want, sort_keys=True, default=str):
+            return None, f"its {field} is {meta.get(field)!r}, not {want!r}"
+    if set(states) != set(shapes):
+        return None, f"it holds {sorted(states)}, not {sorted(shapes)}"
+    for name, shape in shapes.items():
+        if not isinstance(states[name], torch.Tensor) or tuple(states[name].shape) != tuple(shape):
+            got = tuple(states[name].shape) if isinstance(states[name], torch.Tensor) else type(states[name]).__name__
+            return None, f"{name} has shape {got}, not {tuple(shape)}"
+        if states[name].is_floating_point() and not bool(torch.isfinite(states[name]).all()):
+            return None, f"{name} holds NaN or inf"
+    if meta.get("checksum") != checksum(states):
+        return None, "its arrays do not match the checksum written with them"
+    return states, None
 
 
-def save(path: Path, states: dict[str, torch.Tensor]) -> str | None:
-    """Atomic write; a failure is returned as one line (the evaluation goes on without the cache)."""
+def save(path: Path, states: dict[str, torch.Tensor], meta: dict) -> str | None:
+    """Atomic write (a temporary file renamed over the old one; genexp/io.py did not exist yet);
+    a failure is returned as one line and the evaluation goes on without the cache."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(states, tmp)
+        torch.save({"states": states, "meta": {**meta, "checksum": checksum(states)}}, tmp)
         os.replace(tmp, path)
     except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         return f"reference statistics not cached ({exc.strerror or exc}): {path.parent}"
     return None

@@ -11,6 +11,7 @@ building it raises MetricUnavailable with the line that tells the user what to p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -90,7 +91,8 @@ def resolve_name(name, data_name: str | None):
 
 
 def extractor_label(name) -> str:
-    """How an extractor is named in metric keys: its name, or a user module's class name."""
+    """How an extractor is named: its name, or a user module's class name (keys add a hash of its
+    weights and arguments)."""
     if isinstance(name, (dict, DictConfig)):
         return str(name.get("_target_", "custom")).rsplit(".", 1)[-1]
     return str(name)
@@ -185,7 +187,9 @@ def build_user(spec, weights: str | None, example: torch.Tensor | None) -> tuple
         example = torch.zeros(2, 3, 32, 32)
     module = UserFeatures(net, example)
     args = {k: v for k, v in OmegaConf.to_container(spec).items() if k != "_target_"}
-    ident = {"name": extractor_label(spec), "target": target, "args": args,
-             "sha256": short_hash(Path(weights).expanduser()) if weights else state_hash(net),
-             "resize": "the module's own"}
+    weights_hash = short_hash(Path(weights).expanduser()) if weights else state_hash(net)
+    # Two encoders of one class (other weights, other arguments) measure different things: the key says which.
+    identity = hashlib.sha256(json.dumps([target, args, weights_hash], sort_keys=True, default=str).encode())
+    ident = {"name": f"{extractor_label(spec)}-{identity.hexdigest()[:6]}", "target": target, "args": args,
+             "sha256": weights_hash, "resize": "the module's own"}
     return module, ident

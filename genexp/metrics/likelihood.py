@@ -65,7 +65,7 @@ def reconstruction(method, dataset, n: int, batch_size: int, device: torch.devic
         total += float(((x_hat - x) ** 2).flatten(1).mean(1).double().sum())
         count += len(x)
         if lpips is not None:
-            from genexp.metrics.suite import rgb
+            from genexp.metrics.lpips_net import rgb
 
             lpips.update(rgb(x_hat), rgb(x.clamp(-1, 1)))
     out = {"mse": total / count}

@@ -1,0 +1,76 @@
+"""What the metrics on extractor features share (fid, kid, is, pr): the extractor, the key, the
+sample minimum, and torchmetrics' real-side states for the cache."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genexp.metrics.extractors import build_extractor, resolve_name
+from genexp.metrics.registry import Context, MetricKind, count_label
+
+STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear"}
+
+
+def build_features(cfg, ctx: Context, output: str) -> tuple[nn.Module, dict]:
+    name = resolve_name(cfg.get("extractor", "auto"), ctx.data_cfg.name)
+    return build_extractor(name, output, cfg.get("weights"), cfg.get("resize"), bool(cfg.get("download", True)),
+                           ctx.example())
+
+
+def feature_key(prefix: str, ident: dict, n: int) -> str:
+    # A filter other than the extractor's standard one shows in the key: the numbers differ.
+    standard = STANDARD_RESIZE.get(ident["name"], ident["resize"])
+    suffix = f"-{ident['resize']}" if ident["resize"] != standard else ""
+    return f"{prefix}/{ident['name']}{suffix}@{count_label(n)}"
+
+
+class TorchmetricsKind(MetricKind):
+    """A torchmetrics image metric fed through an extractor, its real states kept between evaluations."""
+
+    metric: object
+    features: int  # the extractor's feature count
+
+    def sizes(self, cfg, ctx: Context) -> tuple[int, int]:
+        """(fake count, real count) of this metric."""
+        n = int(ctx.num_samples or cfg.num_samples)
+        return n, min(n, len(ctx.dataset))
+
+    def reset_fake(self) -> None:
+        self.metric.reset()
+
+    def update_real(self, x: torch.Tensor) -> None:
+        self.metric.update(x, real=True)
+
+    def update_fake(self, x: torch.Tensor, start: int, batch: int) -> None:
+        self.metric.update(x, real=False)
+
+    def real_states(self) -> dict[str, torch.Tensor]:
+        """The real-side states (FID sums, KID / PR features), lists concatenated."""
+        out = {}
+        for name in self.metric._defaults:
+            if name.startswith("real_"):
+                value = getattr(self.metric, name)
+                out[name] = torch.cat(value) if isinstance(value, list) else value
+        return {k: v.detach().cpu() for k, v in out.items()}
+
+    def load_real_states(self, states: dict[str, torch.Tensor]) -> None:
+        device = self.metric.device
+        for name, value in states.items():
+            current = getattr(self.metric, name)
+            setattr(self.metric, name, [value.to(device)] if isinstance(current, list) else value.to(device))
+
+    def expected_real_shapes(self) -> dict[str, tuple]:
+        shapes = {}
+        for name, default in self.metric._defaults.items():
+            if name.startswith("real_"):
+                shapes[name] = (self.reference_count(), self.features) if isinstance(default, list) \
+                    else tuple(default.shape)
+        return shapes
+
+    def check_real_states(self, states: dict[str, torch.Tensor]) -> str | None:
+        """Why ``states`` cannot be this metric's real side beyond their shapes, or None."""
+        for name, value in states.items():
+            if name.endswith("num_samples") and int(value) != self.reference_count():
+                return f"{name} is {int(value)}, not {self.reference_count()}"
+        return None
