@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp.errors import UserError
 from genexp.methods import Method, build_method
-from genexp.training.checkpoint import load_checkpoint
+from genexp.pretrained.as_checkpoint import load_any_checkpoint
 
 
 def run_dir() -> Path:
@@ -46,7 +46,7 @@ def restore_method(ckpt_path: str, device: torch.device,
     from genexp.cli import conf_dir
     from genexp.config import trust as gate
 
-    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    ckpt = load_any_checkpoint(ckpt_path, map_location=device)
     typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if trust is None:
         trust = gate.trust_flag(typed)

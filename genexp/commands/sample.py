@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.commands.common import restore_method, run_dir
+from genexp.commands.sample_seeds import parse_seeds, seed_images
 from genexp.commands.sample_styles import interpolation, mixing_grid, save_gif, strip, truncated
 from genexp.errors import UserError
 from genexp.logger import Console
@@ -25,7 +26,16 @@ def run(cfg: DictConfig) -> None:
     if noise_mode not in ("random", "const", "none"):
         raise UserError(f"noise_mode={noise_mode}: use random, const or none")
     device = resolve_device(cfg.trainer.device)
+    seeds = parse_seeds(cfg.seeds) if cfg.get("seeds") is not None else None
     method, train_cfg, ckpt = restore_method(cfg.ckpt, device, cfg.get("trust_checkpoint"))
+    if seeds is not None:
+        G = getattr(method, "G_ema" if cfg.ema else "G", None)
+        label = class_labels(cfg.get("class"), 1, method.num_classes)
+        out = run_dir()
+        paths = seed_images(G, seeds, int(label[0]) if label is not None else None, psi, noise_mode, out,
+                            console.info)
+        console.info(f"wrote {len(paths)} images to {out} ({paths[0].name} .. {paths[-1].name})")
+        return
     check_memory(int(cfg.n), train_cfg)
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
     sample_options = temperature_option(cfg, method)
