@@ -161,3 +161,30 @@ def test_importer_refuses_a_foreign_filter_buffer():
     del state["mapping.fc1.weight"]
     with pytest.raises(UserError, match="missing"):
         generator_from_official(kwargs, {k: v for k, v in state.items() if not k.endswith("resample_filter")})
+
+
+def test_tf_style_kwargs_round_trip_through_the_importer():
+    """What the TF readers produce: D's label mapping without layers, mbstd over the whole batch,
+    w_avg_beta 1 (no tracking); the weights go back under the official names."""
+    from genexp.models.stylegan2 import Discriminator, Generator
+    from genexp.models.stylegan2_official import nets_from_official
+
+    g_kwargs = {"z_dim": 8, "c_dim": 3, "w_dim": 8, "img_resolution": 8, "img_channels": 3,
+                "mapping_kwargs": {"num_layers": 2, "embed_features": 4, "layer_features": 6, "w_avg_beta": 1},
+                "synthesis_kwargs": {"channel_base": 64, "channel_max": 8, "architecture": "orig", "conv_clamp": 256}}
+    d_kwargs = {"c_dim": 3, "img_resolution": 8, "img_channels": 3, "architecture": "skip", "channel_base": 64,
+                "channel_max": 8, "cmap_dim": 5, "block_kwargs": {"freeze_layers": 2},
+                "mapping_kwargs": {"num_layers": 0, "lr_multiplier": 0.1},
+                "epilogue_kwargs": {"mbstd_group_size": None, "mbstd_num_channels": 2}}
+    torch.manual_seed(0)
+    G, D = Generator(**generator_kwargs(g_kwargs)), Discriminator(**discriminator_kwargs(d_kwargs))
+    assert G.mapping.embed.weight.shape == (4, 3) and G.mapping.fc0.weight.shape == (6, 12)
+    assert D.b4.out.weight.shape == (5, 8) and not hasattr(D.mapping, "fc0")
+    record = {"G_kwargs": g_kwargs, "G": official_state_dict(G), "G_ema": official_state_dict(G),
+              "D_kwargs": d_kwargs, "D": official_state_dict(D)}
+    nets = nets_from_official(record, bf16=False)
+    z, labels = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        img = nets["G_ema"](z, labels, noise_mode="const")
+        assert torch.equal(img, G.eval()(z, labels, noise_mode="const"))
+        assert torch.equal(nets["D"](img, labels), D(img, labels))

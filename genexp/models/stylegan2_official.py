@@ -158,3 +158,15 @@ def official_state_dict(net: torch.nn.Module) -> dict:
     out = dict(net.state_dict())
     out.update({name: buf.detach().clone() for name, buf in net.named_buffers() if name.endswith("resample_filter")})
     return out
+
+
+def nets_from_official(record: dict, bf16: bool = True, **g_overrides) -> dict:
+    """genexp nets for what genexp.pretrained reads ({G_kwargs, G, G_ema, D_kwargs?, D?}): "G", "G_ema"
+    and, when the file has one, "D"."""
+    out = {}
+    for key in ("G", "G_ema"):
+        if record.get(key) is not None:
+            out[key] = generator_from_official(record["G_kwargs"], record[key], bf16, **g_overrides)
+    if record.get("D") is not None:
+        out["D"] = discriminator_from_official(record["D_kwargs"], record["D"], bf16)
+    return out
