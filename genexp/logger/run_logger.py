@@ -7,8 +7,6 @@ without it. ``logger.wandb.mode=auto`` goes online only when credentials exist.
 from __future__ import annotations
 
 import json
-import netrc
-import os
 import secrets
 from pathlib import Path
 
@@ -17,22 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp.files import AppendFile, atomic_write_text
 from genexp.logger.console import Console
-
-
-def wandb_mode(requested: str) -> str:
-    if os.environ.get("WANDB_MODE") == "":
-        del os.environ["WANDB_MODE"]  # wandb rejects an empty mode; empty means unset
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        auth = netrc.netrc().authenticators("api.wandb.ai")
-    except (OSError, netrc.NetrcParseError):
-        auth = None
-    return "online" if auth else "offline"
+from genexp.logger.wandb_mode import INIT_TIMEOUT_S, wandb_mode
 
 
 class RunLogger:
@@ -50,7 +33,7 @@ class RunLogger:
             self._start_wandb(wandb_cfg, config, name)
 
     def _start_wandb(self, cfg: DictConfig, config: DictConfig | None, name: str | None) -> None:
-        mode = wandb_mode(cfg.get("mode", "auto"))
+        mode = wandb_mode(cfg.get("mode", "auto"), self.console.note)
         if mode == "disabled":
             return
         try:
@@ -64,7 +47,7 @@ class RunLogger:
                 dir=str(self.run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
                 group=cfg.get("group"), tags=list(cfg.get("tags") or []), name=name, id=run_id, resume="allow",
                 mode=mode, config=OmegaConf.to_container(config, resolve=True) if config is not None else None,
-                settings=wandb.Settings(silent=True, console="off"),
+                settings=wandb.Settings(silent=True, console="off", init_timeout=INIT_TIMEOUT_S),
             )
             self.log_images = bool(cfg.get("log_images", True))
             if mode == "offline":
