@@ -18,6 +18,7 @@ COMMANDS = {
     "sample": "draw samples from a checkpoint: a PNG grid (or scatter) and a tensor file",
     "project": "invert a StyleGAN2 checkpoint on an image (w / w+): projected image, latent, PSNR",
     "report": "one table (console, CSV, Markdown) and one plot of every run in a sweep folder",
+    "convert": "an official StyleGAN2 network file (NVIDIA pickle, TF pickle, rosinality .pt) as a genexp checkpoint",
 }
 
 USAGE = """\
@@ -37,6 +38,8 @@ examples:
   genexp sample ckpt=outputs/train/<run dir>/checkpoints/last.pt n=64 seed=0
   genexp project ckpt=<stylegan2 run>/checkpoints/last.pt target=face.png space=w_plus steps=1000
   genexp report multirun/<date>/<time> --metric fid   # a sweep: table + report.png
+  genexp sample ckpt=ffhq.pkl seeds=0-9 psi=0.7       # an official network: generate.py's images
+  genexp convert ffhq.pkl ffhq.pt                     # the same network as a genexp checkpoint
   genexp train --help                                 # config groups and every key
 
 Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...).
@@ -74,11 +77,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from genexp.errors import UserError
 
-    if command == "report":  # reads folders; no config to compose
-        from genexp.commands.report import main as report
+    if command in ("report", "convert"):  # read and write files; no config to compose
+        import importlib
 
         try:
-            report(args)
+            importlib.import_module(f"genexp.commands.{command}").main(args)
         except UserError as err:
             fail(str(err))
         return

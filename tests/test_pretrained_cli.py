@@ -121,3 +121,50 @@ def test_seeds_of_a_conditional_network_need_a_class(run, converted, tmp_path):
     path, _ = converted["cond32_clamp"]
     res = run("sample", f"ckpt={path}", "seeds=0-1", f"hydra.run.dir={tmp_path / 'x'}")
     assert res.code == 2 and "class=" in res.err, res
+
+
+# --- the original file formats, through the CLI -------------------------------------------------
+
+from .test_pretrained_reader import _ada_pickle, fakes  # noqa: E402,F401  (a fixture, used by name)
+
+
+def test_an_official_pickle_is_a_checkpoint_for_sample_and_convert(run, fakes, tmp_path):  # noqa: F811
+    fx = fixture("uncond32.pt")
+    pkl = _ada_pickle(fakes, tmp_path, fx, name="network-snapshot-000000.pkl")
+    expected = fx["generate_seeds_psi07_const_uint8"]
+    seeds = sorted(int(s) for s in expected)[:2]
+    out = tmp_path / "s"
+    res = run("sample", f"ckpt={pkl}", "seeds=[" + ",".join(map(str, seeds)) + "]", "psi=0.7", "noise_mode=const",
+              f"hydra.run.dir={out}")
+    assert res.code == 0, res
+    images = {seed: read_png(out / f"seed{seed:04d}.png") for seed in seeds}
+    assert largest_difference(images, expected) <= 1
+
+    converted = tmp_path / "net.pt"
+    res = run("convert", str(pkl), str(converted))
+    assert res.code == 0 and converted.is_file(), res
+    ckpt = torch.load(converted, weights_only=True)
+    assert ckpt["source"]["format"] == "stylegan2-ada-pytorch" and ckpt["step"] == 0
+    before = converted.read_bytes()
+    res = run("convert", str(pkl), str(converted))
+    assert res.code == 2 and "exists" in res.err and converted.read_bytes() == before, res
+
+
+def test_a_pickle_that_would_run_code_is_refused_everywhere(run, tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "ffhq.pkl"
+    evil.write_bytes(pickle.dumps({"G_ema": Payload()}, protocol=4))
+    for args in (["sample", f"ckpt={evil}", f"hydra.run.dir={tmp_path / 's'}"],
+                 ["convert", str(evil), str(tmp_path / "o.pt")]):
+        res = run(*args)
+        assert res.code == 2 and "allow-list" in res.err and len(res.err.strip().splitlines()) == 1, res
+        assert not marker.exists()

@@ -51,10 +51,23 @@ def network_overrides(record: dict) -> list[str]:
 
 
 def compose_train(overrides: list[str]):
+    """The train config for ``overrides``, also from inside a running command (sample ckpt=X.pkl):
+    Hydra's compose API wants its global state to itself, so the job's is set aside and put back."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
     from genexp.cli import conf_dir
     from genexp.config.prepare import compose
 
-    cfg = compose("train", overrides, conf_dir())
+    hydra, job = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    GlobalHydra.instance().clear()
+    try:
+        cfg = compose("train", overrides, conf_dir())
+    finally:
+        GlobalHydra.instance().clear()
+        if hydra is not None:
+            GlobalHydra.instance().initialize(hydra)
+        HydraConfig.instance().cfg = job
     with open_dict(cfg):
         del cfg["hydra"]
         cfg.data.path = None  # the file holds no data: eval asks for data=...
