@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from genexp.commands.common import metrics_chosen, restore_method, run_dir
 from genexp.data import build_dataset
 from genexp.errors import UserError
+from genexp.files import atomic_write_text
 from genexp.logger import Console
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.heap import fix_mmap_threshold
@@ -60,7 +61,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         record["per_seed"] = [{"seed": seed, "metrics": r} for seed, r in zip(seeds, per_seed)]
     record["seconds"] = round(time.perf_counter() - start, 2)
     path = run_dir() / "metrics.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     console.info(f"wrote {path}")
     return results
 

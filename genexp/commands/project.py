@@ -19,6 +19,7 @@ from PIL import Image
 from genexp.commands.common import restore_method, run_dir
 from genexp.data.base import resize
 from genexp.errors import UserError
+from genexp.files import atomic_write_text, save_npz, save_torch
 from genexp.logger import Console
 from genexp.metrics.suite import rgb
 from genexp.training.runtime import resolve_device
@@ -54,12 +55,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     latent = {"ws": ws.detach().cpu(), "space": cfg.space,
               "noise": {k: v.detach().cpu() for k, v in noise.items()}, "ckpt": str(cfg.ckpt),
               "step": int(ckpt["step"]), "target": str(cfg.target)}
-    torch.save(latent, out / "latent.pt")
-    np.savez(out / "latent.npz", w=latent["ws"].numpy(),
+    save_torch(latent, out / "latent.pt")
+    save_npz(out / "latent.npz", w=latent["ws"].numpy(),
              **{f"noise_{k}": v.numpy() for k, v in latent["noise"].items()})
     record = {"target": str(cfg.target), "ckpt": str(cfg.ckpt), "space": cfg.space, "steps": int(cfg.steps),
               "loss": loss_name, **report}
-    (out / "project.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "project.json", json.dumps(record, indent=2) + "\n")
     console.table("projection", report)
     console.info(f"wrote {out / 'projected.png'}, latent.pt, latent.npz, progress.png, project.json")
     return report

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 from pathlib import Path
 
 from genexp.errors import UserError
+from genexp.files import atomic_write_bytes, atomic_write_text
 
 MAX_DEPTH = 3
 
@@ -164,8 +166,10 @@ def plot(runs: list[dict], key: str, path: Path) -> None:
     if len(runs) <= 20:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue(), shared=True)
 
 
 def write_markdown(header: list[str], rows: list[list[str]], path: Path) -> None:
@@ -174,7 +178,7 @@ def write_markdown(header: list[str], rows: list[list[str]], path: Path) -> None
 
     lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(esc, row)) + " |" for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", shared=True)
 
 
 def main(argv: list[str]) -> None:
@@ -192,8 +196,9 @@ def main(argv: list[str]) -> None:
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table_rows(runs)
-    with open(out / "report.csv", "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
+    table_csv = io.StringIO(newline="")
+    csv.writer(table_csv).writerows([header, *rows])
+    atomic_write_text(out / "report.csv", table_csv.getvalue(), shared=True)
     write_markdown(header, rows, out / "report.md")
     key = pick_metric(runs, args.metric)
 

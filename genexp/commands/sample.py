@@ -11,6 +11,7 @@ from genexp.commands.common import restore_method, run_dir
 from genexp.commands.sample_seeds import parse_seeds, seed_images
 from genexp.commands.sample_styles import interpolation, mixing_grid, save_gif, strip, truncated
 from genexp.errors import UserError
+from genexp.files import save_torch
 from genexp.logger import Console
 from genexp.training.runtime import resolve_device
 from genexp.viz import image_grid, picture, save_png
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> None:
     record = {"samples": samples, "seed": int(cfg.seed), "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}
     if labels is not None or method.num_classes:
         record["labels"] = labels if labels is not None else torch.arange(len(samples)) % method.num_classes
-    torch.save(record, tensor_path)
+    save_torch(record, tensor_path)
     console.info(f"wrote {out / 'samples.png'} and {tensor_path} ({len(samples)} samples, step {ckpt['step']})")
 
 
@@ -98,7 +99,7 @@ def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, co
         row_z, col_z = method.latents(rows, method.z_dim, g), method.latents(cols, method.z_dim, g)
         images = mixing_grid(G, row_z, col_z, layers, labels, psi, noise_mode)
         save_png(image_grid(images, cols + 1), out / "mixing.png")
-        torch.save({"row_z": row_z.cpu(), "col_z": col_z.cpu(), "layers": layers, "psi": psi, "seed": int(cfg.seed),
+        save_torch({"row_z": row_z.cpu(), "col_z": col_z.cpu(), "layers": layers, "psi": psi, "seed": int(cfg.seed),
                     "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}, out / "mixing.pt")
         console.info(f"wrote {out / 'mixing.png'} ({rows} x {cols} sources, layers {layers})")
         return
@@ -107,7 +108,7 @@ def style_figure(cfg: DictConfig, G, method, labels, g: torch.Generator, out, co
     images = interpolation(G, key_z, frames, cfg.space, labels, psi, noise_mode)
     save_png(strip(images, frames + 1 if keys == 2 else frames), out / "interpolation.png")
     save_gif(images, out / "interpolation.gif", int(cfg.fps))
-    torch.save({"frames": images, "keys": key_z.cpu(), "space": cfg.space, "psi": psi, "seed": int(cfg.seed),
+    save_torch({"frames": images, "keys": key_z.cpu(), "space": cfg.space, "psi": psi, "seed": int(cfg.seed),
                 "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}, out / "interpolation.pt")
     console.info(f"wrote {out / 'interpolation.png'}, interpolation.gif ({len(images)} frames in {cfg.space})")
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from genexp.errors import UserError
+from genexp.files import save_image
 
 MAX_SEEDS = 100_000
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
@@ -68,7 +69,7 @@ def seed_images(G, seeds: list[int], label: int | None, psi: float, noise_mode: 
         img = G(official_latent(seed, G.z_dim).to(device), labels, psi=psi, noise_mode=noise_mode)
         pixels = to_uint8(img.float())
         path = out / f"seed{seed:04d}.png"
-        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+        save_image(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), path)
         paths.append(path)
         if (i + 1) % 100 == 0:
             note(f"{i + 1}/{len(seeds)} seeds written")

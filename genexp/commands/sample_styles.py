@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from genexp.data.base import unit_to_uint8
+from genexp.files import save_image
 from genexp.metrics.ppl import slerp
 from genexp.viz import image_grid
 
@@ -64,7 +65,8 @@ def save_gif(frames: torch.Tensor, path, fps: int = 12) -> None:
     """An animated GIF (PIL), looping; gray frames stay gray."""
     arrays = unit_to_uint8(frames).permute(0, 2, 3, 1).numpy()
     images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+    save_image(images[0], path, format="GIF", save_all=True, append_images=images[1:],
+               duration=max(1, round(1000 / fps)), loop=0)
 
 
 def strip(frames: torch.Tensor, columns: int | None = None) -> np.ndarray:

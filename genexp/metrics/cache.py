@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from genexp.data.base import RESIZE_FILTER
+from genexp.files import save_torch
 
 FORMAT = 2
 # Bump when genexp changes how images become extractor inputs (decoding, cropping, resizing, the
@@ -136,17 +137,10 @@ def load(path: Path, expected: dict, shapes: dict[str, tuple]) -> tuple[dict[str
 
 
 def save(path: Path, states: dict[str, torch.Tensor], meta: dict) -> str | None:
-    """Atomic write (a temporary file renamed over the old one; genexp/io.py did not exist yet);
-    a failure is returned as one line and the evaluation goes on without the cache."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    """Atomic write (genexp/files.py; shared: other processes use the same cache); a failure is
+    returned as one line and the evaluation goes on without the cache."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"states": states, "meta": {**meta, "checksum": checksum(states)}}, tmp)
-        os.replace(tmp, path)
+        save_torch({"states": states, "meta": {**meta, "checksum": checksum(states)}}, path, shared=True)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         return f"reference statistics not cached ({exc.strerror or exc}): {path.parent}"
     return None

@@ -73,8 +73,9 @@ def save_classifier(net: nn.Module, path, info: dict) -> str:
     from pathlib import Path
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.clone() for k, v in net.state_dict().items()}, path)
+    from genexp.files import atomic_write_text, save_torch
+
+    save_torch({k: v.clone() for k, v in net.state_dict().items()}, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    path.with_suffix(".json").write_text(json.dumps({**info, "sha256": digest}, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps({**info, "sha256": digest}, indent=2) + "\n")
     return digest
