@@ -40,6 +40,7 @@ bench: install ## benchmarks: loop overhead, demo; metrics; StyleGAN2 step time;
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
 	$(BIN)/python scripts/bench_metrics.py
 	$(BIN)/python scripts/bench_stylegan2.py --resolutions 32,64 --batch 4 --steps 3
+	$(BIN)/python scripts/bench_stylegan2_modconv.py
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_likelihood.py --seeds 3
 	$(BIN)/python scripts/bench_scale.py
 

@@ -8,6 +8,7 @@ while training, as the official code does. This times both on the same network a
 them step by step so that machine load hits both alike, and reports the median seconds per
 forward + backward, the ratio unfused / fused, and memory: the bytes autograd saves for backward (the
 activation memory the step holds; device independent) and, on a GPU, the peak allocated.
+Results go to the console and docs/bench/stylegan2_modconv.json.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--channel-base", type=int, default=4096)
     parser.add_argument("--channel-max", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None, help="also write the rows here as JSON")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "stylegan2_modconv.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
@@ -103,8 +104,9 @@ def main() -> None:
               f"{row['unfused_s']:.3f} s ({row['time_unfused_vs_fused']:.2f}x); saved for backward "
               f"{row['fused_saved_mib']:.1f} / {row['unfused_saved_mib']:.1f} MiB "
               f"({row['saved_unfused_vs_fused']:.2f}x){peak}", flush=True)
-    if args.out:
-        args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
