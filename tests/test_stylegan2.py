@@ -423,3 +423,19 @@ def test_minibatch_std_with_several_channels():
     stat = (groups.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (slot, F)
     assert torch.allclose(out[:, 6:, 0, 0], stat.repeat(2, 1), atol=1e-6)
     assert torch.equal(MinibatchStd(None)(x), MinibatchStd(4)(x))
+
+
+def test_flipped_up_kernels_keep_an_old_checkpoint_s_function_inside_the_border():
+    """Checkpoints from before the official up-convolution: their conv0 kernels were cross-correlation
+    kernels; flipped, the new layer computes the old one's values everywhere but the outer pixel."""
+    from genexp.models.stylegan2 import flip_up_convolutions
+
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(2, 4, 6, 6), torch.randn(3, 4, 3, 3), torch.rand(2, 4) + 0.5
+    old = torch.nn.functional.conv2d(upsample2d(x * styles[:, :, None, None], make_filter()), weight, padding=1)
+    flipped = flip_up_convolutions({"synthesis.b8.conv0.weight": weight, "synthesis.b8.conv1.weight": weight})
+    assert torch.equal(flipped["synthesis.b8.conv1.weight"], weight)
+    new = modulated_conv2d(x, flipped["synthesis.b8.conv0.weight"], styles, demodulate=False, up=True,
+                           resample_filter=make_filter())
+    assert torch.allclose(new[..., 1:-1, 1:-1], old[..., 1:-1, 1:-1], atol=1e-5)
+    assert not torch.allclose(new, old, atol=1e-3)

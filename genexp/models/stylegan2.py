@@ -450,6 +450,19 @@ class Generator(nn.Module):
         return torch.where(layer < cutoff, ws, other)
 
 
+def flip_up_convolutions(state_dict: dict) -> dict:
+    """A G state dict saved before genexp's up-sampling convolution became the official true
+    convolution (it was a cross-correlation of the upsampled input) with those kernels flipped, so
+    that it computes what it computed then, up to the one-pixel border: the weights were trained as
+    cross-correlation kernels, and loaded unchanged they would be applied mirrored."""
+    out = dict(state_dict)
+    for name, value in state_dict.items():
+        parts = name.split(".")
+        if parts[-2:] == ["conv0", "weight"] and value.dim() == 4:
+            out[name] = value.flip([2, 3])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Discriminator.
 
