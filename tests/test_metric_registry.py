@@ -232,3 +232,22 @@ def test_repeats_report_the_mean_and_spread_over_seeds(run, tmp_path):
     line = one_error_line(run("eval", f"fake={folder}", "data=digits", "metrics=[fid]", "metrics.repeats=3",
                               f"hydra.run.dir={tmp_path / 'e'}"))
     assert "metrics.repeats=3" in line and "ckpt=" in line
+
+
+def test_eval_repeats_over_seeds_from_a_checkpoint(run, tmp_path):
+    import json
+
+    from .conftest import TINY
+
+    res = run("train", *TINY, "trainer.eval_every=0", f"hydra.run.dir={tmp_path / 'train'}")
+    assert res.code == 0, res
+    out = tmp_path / "eval"
+    res = run("eval", f"ckpt={tmp_path / 'train/checkpoints/last.pt'}", "metrics=[fid]", "n=300", "metrics.repeats=3",
+              "trainer.progress=plain", f"hydra.run.dir={out}")
+    assert res.code == 0, res
+    record = json.loads((out / "metrics.json").read_text())
+    values = [r["metrics"]["fid/digits_lenet@300"] for r in record["per_seed"]]
+    assert [r["seed"] for r in record["per_seed"]] == [0, 1, 2] and len(set(values)) == 3
+    assert record["metrics"]["fid/digits_lenet@300"] == pytest.approx(np.mean(values))
+    assert record["metrics"]["fid_std/digits_lenet@300"] == pytest.approx(np.std(values, ddof=1))
+    assert record["protocol"]["repeats"]["seeds"] == [0, 1, 2]
