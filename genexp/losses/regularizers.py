@@ -1,5 +1,6 @@
-"""Penalties on D, applied every ``every`` D steps and then scaled by ``every`` so that their
-average strength does not depend on the interval (lazy regularization, StyleGAN2 sec. 3.1)."""
+"""Penalties on D and G, applied every ``every`` steps and then scaled by ``every`` so that their
+average strength does not depend on the interval (lazy regularization, StyleGAN2 sec. 3.1; the
+GAN method's phases apply the interval and the scale, methods/phases.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ class GradientPenalty:
             raise ValueError(f"GradientPenalty at={at}: use interpolates, real or fake")
         self.weight, self.center, self.at, self.every = weight, center, at, max(1, int(every))
 
+    @property
+    def needs_fake(self) -> bool:
+        """Whether the penalty looks at fakes (R1 does not: a Dreg phase then generates none)."""
+        return self.at != "real"
+
     def points(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.at == "real":
             return real
@@ -28,6 +34,8 @@ class GradientPenalty:
         return torch.lerp(fake, real, eps)
 
     def gradient_norm(self, D, x: torch.Tensor, labels=None) -> torch.Tensor:
+        # autograd.grad with inputs=[x] computes no weight gradient on its way to x (stylegan2-ada's
+        # no_weight_gradients); the penalty's own backward differentiates through this one.
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(D(x, labels).sum(), x, create_graph=True)
         return grad.flatten(1).norm(2, dim=1)
@@ -75,15 +83,21 @@ class PathLengthPenalty:
     def __call__(self, G, z: torch.Tensor, labels=None) -> torch.Tensor:
         n = max(1, len(z) // self.batch_shrink)
         ws = G.styles(z[:n], labels[:n] if labels is not None else None)
-        lengths = self.lengths(G.synthesis(ws), ws)
+        img = G.synthesis(ws)
+        lengths = self.lengths(img, ws, self.noise(img))
         self.update_mean(lengths)
         return self.weight * (lengths - self.pl_mean).square().mean()
+
+    @staticmethod
+    def noise(img: torch.Tensor) -> torch.Tensor:
+        """The random image-space direction y ~ N(0, I) / sqrt(H W)."""
+        return torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
 
     @staticmethod
     def lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """||J_w^T y|| per sample for y = ``noise`` (None: drawn N(0, I) / sqrt(H W)), differentiable."""
         if noise is None:
-            noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+            noise = PathLengthPenalty.noise(img)
         (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         return grad.square().sum(2).mean(1).sqrt()
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator
-from functools import partial
 
 import torch
 from hydra.utils import instantiate
@@ -25,18 +23,11 @@ from omegaconf import DictConfig
 
 from genexp.errors import UserError
 from genexp.losses.objectives import Objective
-from genexp.methods.base import Batch
-from genexp.methods.ema import ema_beta, half_life_beta, update_ema
+from genexp.methods.ema import update_ema
 from genexp.methods.gan import GAN
+from genexp.methods.phases import Micro
 from genexp.models.encoders import join
 from genexp.optim.build import build_optimizer
-
-
-def ema_decay(gan: GAN, step: int, batch: int) -> float:
-    """The GAN method's EMA decay at this step (StyleGAN2's half-life when ema_kimg is set)."""
-    if gan.ema_kimg is not None:
-        return half_life_beta(batch, gan.ema_kimg, step * batch, gan.ema_kimg_rampup)
-    return ema_beta(gan.ema_beta, step, gan.ema_start, gan.ema_rampup)
 
 
 def refuse_pairing_options(name: str, gan: GAN) -> None:
@@ -83,43 +74,42 @@ class BiGAN(GAN):
         self.optimizers["G"] = build_optimizer(optim.generator, itertools.chain(self.G.parameters(),
                                                                                 self.E.parameters()))
 
-    def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        self.lr_decay.apply(self.optimizers.values(), step)
-        self.D.requires_grad_(True)
-        reals: list[torch.Tensor] = []  # the last D step's micro-batches, for G and E's step
-        for _ in range(self.d_steps):
-            reals = []
-            out.update(self.optimize("D", partial(self.d_phase, batches, reals)))
-            for constrain in self.d_constraints:
-                constrain(self.D)
-            self.d_steps_done += 1
-
-        self.D.requires_grad_(False)
-        pending = iter(reals)
-        out.update(self.optimize("G", lambda: self.g_phase(next(pending))))
-        self.D.requires_grad_(True)
-
-        beta = ema_decay(self, step, sum(len(real) for real in reals))  # the whole (accumulated) batch
+    def update_averages(self, step: int, batch: int) -> None:
+        beta = self.ema_decay(step, batch)
         update_ema(self.G_ema, self.G, beta)
         update_ema(self.E_ema, self.E, beta)
-        return out
 
-    def d_phase(self, batches: Iterator[Batch], reals: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """D's loss on one micro-batch of (x, E(x)) and (G(z), z) pairs; keeps x in ``reals``."""
-        real, _ = next(batches)
-        z = self.latents(len(real), self.z_dim)
+    def report(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return out  # D's, then G and E's (whose d/real and d/fake are D's logits on the two kinds of pair)
+
+    def pairs(self, micro: Micro, real: bool = True, fake: bool = True):
+        """D's inputs (x, E(x)) and (G(z), z) for new latents, neither net taking a gradient."""
+        z = self.latents(len(micro), self.z_dim) if fake else None
         with torch.no_grad():
-            real_pair, fake_pair = join(real, self.E(real)), join(self.G(z), z)
+            real_pair = join(micro.real, self.E(micro.real)) if real else None
+            fake_pair = join(self.G(z), z) if fake else None
+        return real_pair, fake_pair
+
+    def d_main(self, micro: Micro) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss on one micro-batch of (x, E(x)) and (G(z), z) pairs."""
+        real_pair, fake_pair = self.pairs(micro)
         real_logits, fake_logits = self.D(real_pair), self.D(fake_pair)
         d_loss = self.objective.d_loss(real_logits, fake_logits, real_pair, fake_pair)
         scalars = {"loss/d": d_loss.detach()}
-        d_loss = d_loss + self.regularize(real_pair, fake_pair, None, scalars)
-        reals.append(real)
+        if not self.d_reg_phases:
+            d_loss = d_loss + self.regularize(real_pair, fake_pair, None, scalars)
+        micro.real_d = real_pair
         return d_loss, scalars
 
-    def g_phase(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """G and E's loss on one micro-batch of the last D step and as many new latents."""
+    def reg_inputs(self, micro: Micro, fake: bool):
+        """D's regularizers on the pairs: the real pairs of the iteration's D step, new fake pairs."""
+        if micro.real_d is None:
+            micro.real_d = self.pairs(micro, fake=False)[0]
+        return micro.real_d, self.pairs(micro, real=False)[1] if fake else None, None
+
+    def g_main(self, micro: Micro) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G and E's loss on one micro-batch of reals and as many new latents."""
+        real = micro.real
         z = self.latents(len(real), self.z_dim)
         fake, code = self.G(z), self.E(real)
         fake_logits, real_logits = self.D(join(fake, z)), self.D(join(real, code))

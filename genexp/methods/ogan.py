@@ -17,17 +17,13 @@ lambda = 0.5 and the reconstruction G(0.8 * standardise(E(x))) follow the offici
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import partial
-
 import torch
 from omegaconf import DictConfig
 
 from genexp.errors import UserError
-from genexp.methods.base import Batch
-from genexp.methods.bigan import ema_decay, refuse_pairing_options
-from genexp.methods.ema import update_ema
+from genexp.methods.bigan import refuse_pairing_options
 from genexp.methods.gan import GAN
+from genexp.methods.phases import Micro
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -53,53 +49,41 @@ class OGAN(GAN):
                             "(genexp.models.encoders.OrthogonalDiscriminator, z_dim: ${..z_dim})")
         self.correlation_weight, self.recon_scale = float(correlation_weight), float(recon_scale)
 
-    def train_step(self, batches: Iterator[Batch], step: int) -> dict[str, torch.Tensor]:
-        d_out: dict[str, torch.Tensor] = {}
-        self.lr_decay.apply(self.optimizers.values(), step)
-        self.D.requires_grad_(True)
-        micro: list[tuple] = []  # the last D step's micro-batches: (size, D's real input)
-        for _ in range(self.d_steps):
-            micro = []
-            d_out.update(self.optimize("D", partial(self.d_phase, batches, micro)))
-            for constrain in self.d_constraints:
-                constrain(self.D)
-            self.d_steps_done += 1
+    def report(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        last = {key: out.pop(key) for key in ("loss/g", "corr/z", "d/real", "d/fake") if key in out}
+        return {**out, **last}
 
-        # D's weights take no gradient from G's loss: skip computing it.
-        self.D.requires_grad_(False)
-        pending = iter(micro)
-        g_out = self.optimize("G", lambda: self.g_phase(*next(pending)))
-        self.D.requires_grad_(True)
+    def d_labels(self, micro: Micro) -> None:
+        return None  # unconditional; D is an encoder
 
-        update_ema(self.G_ema, self.G, ema_decay(self, step, sum(size for size, _ in micro)))
-        d_real = d_out.pop("d/real")
-        return {**d_out, "loss/g": g_out["loss/g"], "corr/z": g_out["corr/z"], "d/real": d_real,
-                "d/fake": g_out["d/fake"]}
+    def fakes(self, n: int, labels=None) -> torch.Tensor:
+        return super().fakes(n, None)
 
-    def d_phase(self, batches: Iterator[Batch], micro: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """D's loss and correlation term on one micro-batch; notes it in ``micro`` for G's step."""
+    def d_main(self, micro: Micro) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss and correlation term on one micro-batch."""
         lam = self.correlation_weight
-        real, _ = next(batches)
-        z = self.latents(len(real), self.z_dim)
+        z = self.latents(len(micro), self.z_dim)
         with torch.no_grad():
             fake = self.G(z)
-        real_x, fake_x = self.d_input(real), self.d_input(fake)
+        micro.real_d = real_x = self.d_input(micro.real)
+        fake_x = self.d_input(fake)
         fake_code = self.D.features(fake_x)
         real_logits, fake_logits = self.D(real_x), fake_code.mean(1)
         d_loss = self.objective.d_loss(real_logits, fake_logits, real_x, fake_x)
         d_corr = pearson(z, fake_code).mean()
         scalars = {"loss/d": d_loss.detach()}
-        d_loss = d_loss + lam * (1 - d_corr) + self.regularize(real_x, fake_x, None, scalars)
+        d_loss = d_loss + lam * (1 - d_corr)
+        if not self.d_reg_phases:
+            d_loss = d_loss + self.regularize(real_x, fake_x, None, scalars)
         scalars["d/real"] = real_logits.detach().mean()
-        micro.append((len(real), real_x if self.objective.g_needs_real else None))
         return d_loss, scalars
 
-    def g_phase(self, size: int, real_x) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def g_main(self, micro: Micro) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G's loss and correlation term on one micro-batch of new latents."""
-        z = self.latents(size, self.z_dim)
+        z = self.latents(len(micro), self.z_dim)
         fake_code = self.D.features(self.d_input(self.G(z)))
         fake_logits = fake_code.mean(1)
-        real_for_g = self.D(real_x).detach() if self.objective.g_needs_real else None
+        real_for_g = self.D(self.real_input(micro)).detach() if self.objective.g_needs_real else None
         g_loss = self.objective.g_loss(fake_logits, real_for_g)
         g_corr = pearson(z, fake_code).mean()
         return g_loss + self.correlation_weight * (1 - g_corr), {
