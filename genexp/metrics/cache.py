@@ -82,12 +82,17 @@ def files_fingerprint(location: str | None) -> list:
     return [_file_entry(path / n, n) for n in names]
 
 
-def reference_key(data: dict, kind: str, protocol: dict) -> str:
+def data_fingerprint(data: dict) -> list:
+    return files_fingerprint(data.get("path")) + files_fingerprint(data.get("root"))
+
+
+def reference_key(data: dict, kind: str, protocol: dict, files: list | None = None) -> str:
+    """``files``: data_fingerprint(data) when the caller already has it (one listing for several metrics)."""
     content = {k: v for k, v in data.items() if k not in NOT_CONTENT}
     identity = {
         "format": FORMAT, "preprocessing": PREPROCESSING_VERSION, "data": content, "resize": RESIZE_FILTER,
         "kind": kind, "hash": "content" if content_hashing() else "stat",
-        "files": files_fingerprint(data.get("path")) + files_fingerprint(data.get("root")),
+        "files": data_fingerprint(data) if files is None else files,
         "protocol": {k: v for k, v in protocol.items() if k != "num_fake"},
     }
     blob = json.dumps(identity, sort_keys=True, default=str)

@@ -51,6 +51,7 @@ class MetricSuite:
         self.skipped: dict[str, str] = {}
         self._real_done = False
         self._warned_cache = False
+        self._data_files: list | None = None
         ctx = Context(dataset, data_cfg, device, num_samples, note, small)
         other_kind = []
         for name, cfg in (metrics_cfg or {}).items():
@@ -83,7 +84,9 @@ class MetricSuite:
             return None
         data = OmegaConf.to_container(self.data_cfg, resolve=True) if OmegaConf.is_config(self.data_cfg) \
             else dict(self.data_cfg)
-        key = cache.reference_key(data, m.kind, m.protocol)
+        if self._data_files is None:  # listed (or content-hashed) once for every metric of the suite
+            self._data_files = cache.data_fingerprint(data)
+        key = cache.reference_key(data, m.kind, m.protocol, self._data_files)
         return self.cache_dir / f"{m.kind}-{key}.pt", key
 
     def prepare_reference(self) -> None:
@@ -155,7 +158,7 @@ class MetricSuite:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            results = self._compute(sample_fn, seed)
+            results = sampler_tagged(self._compute(sample_fn, seed), model)
             results.update(self._model_scores(model, seed))
             return results
 
@@ -212,6 +215,19 @@ class MetricSuite:
     def protocol(self) -> dict:
         return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
                 for m in self.metrics}
+
+
+def sampler_tagged(results: dict[str, float], model) -> dict[str, float]:
+    """A method whose samples depend on its sampler (diffusion: ``sample_tag()``, e.g. heun35) names it in
+    every key of the sample-based metrics (fid/digits_lenet@2k/heun35) and records its NFE (sample/nfe)."""
+    method = model[0] if model else None
+    if not results or not hasattr(method, "sample_tag"):
+        return results
+    tag = method.sample_tag()
+    out = {f"{key}/{tag}": value for key, value in results.items()}
+    if hasattr(method, "sample_nfe"):
+        out["sample/nfe"] = float(method.sample_nfe())
+    return out
 
 
 def best_of(best: dict[str, float], latest: dict[str, float]) -> dict[str, float]:
