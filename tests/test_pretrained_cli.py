@@ -168,3 +168,41 @@ def test_a_pickle_that_would_run_code_is_refused_everywhere(run, tmp_path):
         res = run(*args)
         assert res.code == 2 and "allow-list" in res.err and len(res.err.strip().splitlines()) == 1, res
         assert not marker.exists()
+
+
+# --- train init=: transfer learning from a network file -------------------------------------------
+
+def test_init_loads_every_network_and_nothing_else(converted):
+    from genexp.commands.transfer import init_from
+    from genexp.methods import build_method
+    from genexp.pretrained.as_checkpoint import compose_train, network_overrides
+
+    path, fx = converted["uncond32"]
+    cfg = compose_train(network_overrides(record_of(fx)) + ["data=digits", "data.resolution=32", "data.channels=3"])
+    method = build_method(cfg, torch.device("cpu"))
+    notes = []
+    init_from(method, str(path), cfg, notes.append)
+    assert "G, D, G_ema" in notes[0]
+    for name, official in (("G", fx["G"]), ("D", fx["D"]), ("G_ema", fx["G_ema"])):
+        own = getattr(method, name).state_dict()
+        for key, value in official.items():
+            if not key.endswith("resample_filter"):
+                assert torch.equal(own[key], value), f"{name}.{key}"
+    assert all(not state for state in method.optimizers["G"].state.values())  # fresh optimizers
+
+
+def test_init_of_another_resolution_is_refused_before_anything_is_written(run, converted, tmp_path):
+    path, fx = converted["uncond32"]
+    model = [o for o in network_overrides(record_of(fx)) if o.startswith(("model", "++model"))]
+    out = tmp_path / "r"
+    res = run("train", *model, "data=digits", "data.channels=3", "data.resolution=16", f"init={path}",
+              "logger=none", "metrics=[]", f"hydra.run.dir={out}")
+    assert res.code == 2 and "32x32" in res.err and "data.resolution=16" in res.err, res
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_init_with_other_model_options_names_them(run, converted, tmp_path):
+    path, _ = converted["uncond32"]
+    res = run("train", "model=stylegan2", "data=digits", "data.channels=3", "data.resolution=32", f"init={path}",
+              "logger=none", "metrics=[]", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.code == 2 and "does not fit" in res.err and "model.channel_base=1024" in res.err, res

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from genexp import distributed, rundir
 from genexp.commands.common import metrics_chosen, run_dir, task_overrides
+from genexp.commands.transfer import init_from
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
 from genexp.errors import Stopped, UserError, first_line
@@ -86,6 +87,8 @@ def train(cfg: DictConfig, world: distributed.World, device: torch.device) -> fl
             raise UserError(f"resume={resumed_from}: the checkpoint does not fit the model this config builds "
                             f"({first_line(exc)[:160]}); nothing was changed: resume with the run's own model and "
                             "data settings") from None
+    elif cfg.get("init"):
+        init_from(method, str(cfg.init), cfg, console.info)
     if world.main:
         rundir.write_hydra_files()
         logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
