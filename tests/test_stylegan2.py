@@ -439,3 +439,25 @@ def test_flipped_up_kernels_keep_an_old_checkpoint_s_function_inside_the_border(
                            resample_filter=make_filter())
     assert torch.allclose(new[..., 1:-1, 1:-1], old[..., 1:-1, 1:-1], atol=1e-5)
     assert not torch.allclose(new, old, atol=1e-3)
+
+
+def test_version_1_checkpoints_of_stylegan2_are_migrated_on_load(tmp_path):
+    """Before parity the up-convolution was a cross-correlation: a v1 file's conv0 kernels are flipped
+    on load, so the generator computes (inside the border) what it computed when it was saved."""
+    from genexp.training.checkpoint import load_checkpoint
+
+    G = small_g()
+    modules = {f"G.{k}": v.clone() for k, v in G.state_dict().items()}
+    modules.update({f"G_ema.{k}": v.clone() for k, v in G.state_dict().items()})
+    modules["D.b16.conv0.weight"] = torch.randn(4, 4, 3, 3)
+    ckpt = {"genexp": {"format": "genexp-checkpoint", "version": 1}, "step": 3,
+            "config": {"model": {"generator": {"_target_": "genexp.models.stylegan2.Generator"}}},
+            "method": {"modules": dict(modules)}}
+    torch.save(ckpt, tmp_path / "v1.pt")
+    loaded = load_checkpoint(tmp_path / "v1.pt")["method"]["modules"]
+    key = "G.synthesis.b8.conv0.weight"
+    assert torch.equal(loaded[key], modules[key].flip([2, 3]))
+    ema = "G_ema.synthesis.b8.conv0.weight"
+    assert torch.equal(loaded[ema], modules[ema].flip([2, 3]))
+    assert torch.equal(loaded["D.b16.conv0.weight"], modules["D.b16.conv0.weight"])  # D never had it
+    assert torch.equal(loaded["G.synthesis.b8.conv1.weight"], modules["G.synthesis.b8.conv1.weight"])

@@ -16,7 +16,9 @@ from genexp.errors import UserError
 from genexp.files import save_torch
 
 FORMAT = "genexp-checkpoint"
-VERSION = 1
+# 2: StyleGAN2's up-sampling convolution became the official true convolution (version 1 files are
+# migrated on load, see migrate).
+VERSION = 2
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -100,6 +102,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if int(meta.get("version", 0)) > VERSION:
         raise CheckpointUnreadable(f"checkpoint {path} has format version {meta['version']}; this genexp reads "
                                    f"up to {VERSION}: upgrade genexp")
+    return migrate(ckpt, int(meta.get("version", 1)))
+
+
+STYLEGAN2_G = "genexp.models.stylegan2.Generator"
+
+
+def migrate(ckpt: dict, version: int) -> dict:
+    """A checkpoint of an older format as this genexp reads it. Version 1 StyleGAN2 generators were
+    trained with the up-sampling convolution as a cross-correlation: their kernels are flipped so
+    that they compute what they computed (up to the one-pixel border; the Adam moments of those
+    kernels stay as they were, so a resumed v1 run is close to, not bit-equal with, its old self)."""
+    if version >= 2:
+        return ckpt
+    model = (ckpt.get("config") or {}).get("model") or {}
+    modules = (ckpt.get("method") or {}).get("modules")
+    if (model.get("generator") or {}).get("_target_") == STYLEGAN2_G and isinstance(modules, dict):
+        from genexp.models.stylegan2 import flip_up_convolutions
+
+        for net in ("G.", "G_ema."):
+            part = {k: v for k, v in modules.items() if k.startswith(net)}
+            modules.update(flip_up_convolutions(part))
+    ckpt["genexp"] = {**ckpt["genexp"], "version": VERSION, "migrated_from": version}
     return ckpt
 
 
