@@ -26,7 +26,8 @@ def inception_score(logits: torch.Tensor, splits: int) -> tuple[torch.Tensor, to
         kl = torch.where(p > 0, p * (chunk - log_py), torch.zeros_like(p)).sum(dim=1)
         scores.append(kl.mean().exp())
     score = torch.stack(scores)
-    return score.mean(), score.std()
+    # One split has no spread (torch would warn and give NaN all the same).
+    return score.mean(), score.std() if len(score) > 1 else torch.tensor(math.nan, dtype=score.dtype)
 
 
 def float64_inception_score(feature, splits: int):
