@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> None:
         return
     check_memory(int(cfg.n), train_cfg)
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
-    sample_options = temperature_option(cfg, method)
+    sample_options = {**temperature_option(cfg, method), **sampler_options(cfg, method)}
     G = getattr(method, "G_ema" if cfg.ema else "G", None)  # families without a generator net (flows) have none
     styled = hasattr(G, "styles")
     if not styled and (mode != "grid" or psi != 1.0 or noise_mode != "random"):
@@ -127,6 +127,20 @@ def temperature_option(cfg: DictConfig, method) -> dict:
         raise UserError(f"temperature={t:g}: this checkpoint's {type(method).__name__} has no sampling temperature "
                         "(flows have one); drop temperature= (a GAN's counterpart is psi)")
     return {}
+
+
+def sampler_options(cfg: DictConfig, method) -> dict:
+    """``sampler`` / ``steps`` for a method that integrates a sampler (diffusion), checked before anything
+    is written; any other method refuses them."""
+    options = {k: cfg.get(k) for k in ("sampler", "steps") if cfg.get(k) is not None}
+    if not options:
+        return {}
+    if not hasattr(method, "sampler_settings"):
+        given = " ".join(f"{k}={v}" for k, v in options.items())
+        raise UserError(f"{given}: this checkpoint's {type(method).__name__} has no sampler steps (diffusion "
+                        "models, model=edm, have them); drop them")
+    method.sampler_settings(**options)
+    return options
 
 
 def class_labels(wanted, n: int, num_classes: int) -> torch.Tensor | None:

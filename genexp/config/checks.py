@@ -55,9 +55,10 @@ def missing_values(node, prefix: str = "") -> list[str]:
 def check_train(cfg: DictConfig) -> None:
     model, data, loss = cfg.model, cfg.data, cfg.loss
     if model.family != loss.family:
+        hint = " (loss=edm)" if model.family == "diffusion" else ""
         raise UserError(
             f"loss={loss.name} is an objective for {loss.family} models but model={model.name} is a "
-            f"{model.family}: choose a loss made for {model.family} models"
+            f"{model.family}: choose a loss made for {model.family} models{hint}"
         )
     if model.data_kind != data.kind:
         raise UserError(
@@ -125,8 +126,13 @@ def check_train(cfg: DictConfig) -> None:
     wanted = ("generator", "discriminator") if model.family == "gan" else ("model",)
     for key in wanted:
         if key not in optim:
+            use = {"gan": "adam", "diffusion": "adam_edm"}.get(model.family, "adam_ml")
             raise UserError(f"optim={optim.name} has no '{key}' optimizer, which model={model.name} ({model.family}) "
-                            f"needs: use optim={'adam' if model.family == 'gan' else 'adam_ml'} or one like it")
+                            f"needs: use optim={use} or one like it")
+    if model.family == "diffusion" and "sampler" in model:
+        from genexp.models.edm.sampler import sampler_settings
+
+        sampler_settings(OmegaConf.to_container(model.sampler, resolve=True))
     try:
         from genexp.optim.schedule import LrDecay
 

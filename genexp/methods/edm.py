@@ -128,12 +128,12 @@ class EDM(Method):
         if generator is not None:
             def noise(x):
                 return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        # every latent first: the deterministic samplers' images do not depend on the batching
+        latents = torch.randn((n, *self.shape), generator=generator)
         chunks = []
         for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            z = torch.randn((m, *self.shape), generator=generator) if generator is not None \
-                else torch.randn((m, *self.shape))
-            y = self.one_hot(labels[start:start + m].to(device)) if self.num_classes else None
+            z = latents[start:start + batch_size]
+            y = self.one_hot(labels[start:start + len(z)].to(device)) if self.num_classes else None
             x = samplers.sample(partial(D, class_labels=y), z.to(device), settings, D.sigma_min, D.sigma_max, noise)
             chunks.append(x.float().clamp(-1, 1).cpu())
         D.train(was_training)

@@ -52,30 +52,37 @@ class SamplerSettings:
 
 
 def sampler_settings(cfg=None, **overrides) -> SamplerSettings:
-    """Settings from a config mapping (model.sampler) with overrides (None: keep); every bad value a
-    UserError that names the key and the fix."""
+    """Settings from a config mapping (model.sampler) with command-line overrides (``name`` is the
+    command's ``sampler=``, ``steps`` its ``steps=``; None: keep); every bad value a UserError that
+    names the key as the user wrote it and the fix."""
     values = {k: v for k, v in dict(cfg or {}).items() if k in SamplerSettings.__dataclass_fields__}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+
+    def key(name: str) -> str:
+        return {"name": "sampler", "steps": "steps"}[name] if name in given else f"model.sampler.{name}"
+
     name = values.get("name", "heun")
     if name not in SAMPLERS:
-        raise UserError(f"sampler={name}: use one of {', '.join(SAMPLERS)} (heun: EDM's deterministic 2nd-order "
-                        "sampler)")
+        raise UserError(f"{key('name')}={name}: use one of {', '.join(SAMPLERS)} (heun: EDM's deterministic "
+                        "2nd-order sampler)")
     steps = values.get("steps", 18)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UserError(f"steps={steps}: a whole number of sampling steps, at least 1 (EDM's CIFAR-10 setting: "
-                        "steps=18, 35 network evaluations with heun)")
+        raise UserError(f"{key('steps')}={steps}: a whole number of sampling steps, at least 1 (EDM's CIFAR-10 "
+                        "setting: 18, 35 network evaluations with heun)")
     try:
         settings = SamplerSettings(**{**values, "name": name, "steps": steps,
                                       **{k: float(values[k]) for k in values if k not in ("name", "steps")}})
     except (TypeError, ValueError) as exc:
         raise UserError(f"model.sampler: {exc}") from None
     if not settings.rho > 0:
-        raise UserError(f"model.sampler.rho={settings.rho:g}: rho must be > 0 (EDM uses 7)")
+        raise UserError(f"{key('rho')}={settings.rho:g}: rho must be > 0 (EDM uses 7)")
     if not 0 < settings.sigma_min < settings.sigma_max:
-        raise UserError(f"model.sampler.sigma_min={settings.sigma_min:g} sigma_max={settings.sigma_max:g}: need "
-                        "0 < sigma_min < sigma_max (EDM: 0.002 and 80)")
+        raise UserError(f"{key('sigma_min')}={settings.sigma_min:g} {key('sigma_max')}={settings.sigma_max:g}: "
+                        "need 0 < sigma_min < sigma_max (EDM: 0.002 and 80)")
     if settings.S_churn < 0 or settings.S_noise < 0:
-        raise UserError(f"model.sampler.S_churn={settings.S_churn:g} S_noise={settings.S_noise:g}: both must be >= 0")
+        raise UserError(f"{key('S_churn')}={settings.S_churn:g} {key('S_noise')}={settings.S_noise:g}: both must "
+                        "be >= 0")
     return settings
 
 
