@@ -251,3 +251,14 @@ def test_eval_repeats_over_seeds_from_a_checkpoint(run, tmp_path):
     assert record["metrics"]["fid/digits_lenet@300"] == pytest.approx(np.mean(values))
     assert record["metrics"]["fid_std/digits_lenet@300"] == pytest.approx(np.std(values, ddof=1))
     assert record["protocol"]["repeats"]["seeds"] == [0, 1, 2]
+
+
+def test_an_objective_names_keys_by_kind_or_prefix():
+    """trainer.objective=kid finds KID's key, whose text is kid_x1e3/... (keep_best and sweeps use this)."""
+    from genexp.commands.train import objective
+    from genexp.metrics.registry import names_key
+
+    assert names_key("kid", "kid_x1e3/digits_lenet@2k") and names_key("kid_x1e3", "kid_x1e3/digits_lenet@2k")
+    assert not names_key("kid", "kid_x1e3_std/digits_lenet@2k") and not names_key("fid", "kid_x1e3/x@2k")
+    best = {"fid/digits_lenet@2k": 50.0, "kid_x1e3/digits_lenet@2k": 12.0}
+    assert objective(best, "kid") == 12.0 and objective(best, "fid") == 50.0 and objective(best, "is") is None

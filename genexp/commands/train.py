@@ -192,8 +192,10 @@ def objective(best: dict[str, float], name: str | None) -> float | None:
     named ``name`` (a kind such as ``fid``, or a key such as ``modes/captured``)."""
     if not name:
         return None
+    from genexp.metrics.registry import names_key
+
     for key, value in best.items():
-        if key.split("/", 1)[0] == name or key.split("@", 1)[0] == name:
+        if names_key(str(name), key):
             return value
     return None
 

@@ -191,6 +191,18 @@ def direction(name: str) -> str | None:
     return None if covered else MIN
 
 
+def names_key(name: str, key: str) -> bool:
+    """Does an objective ``name`` (a kind such as kid, or a key prefix such as kid_x1e3 or
+    modes/captured) pick ``key``? A kind covers every key prefix it registers (kid: kid_x1e3/...)."""
+    if is_std_key(key):
+        return False
+    if key.split("/", 1)[0] == name or key.split("@", 1)[0] == name:
+        return True
+    kind = registered().get(name)
+    stem = key.split("@", 1)[0]
+    return kind is not None and any(stem.startswith(p) and not p.endswith("_std/") for p in kind.directions)
+
+
 def better(key: str, new: float, old: float) -> bool:
     return new > old if direction_of_key(key) == MAX else new < old
 

@@ -31,6 +31,7 @@ from genexp.data.loader import InfiniteLoader
 from genexp.errors import Stopped
 from genexp.logger import Console, RunLogger
 from genexp.methods.base import Method
+from genexp.metrics.registry import names_key
 from genexp.metrics.suite import MetricSuite, best_of, better
 from genexp.training.checkpoint import prune_steps, save_checkpoint
 from genexp.training.runtime import rng_state, set_rng_state
@@ -209,8 +210,7 @@ class Trainer:
 
     def keep_best(self, latest: dict[str, float]) -> dict[str, float]:
         """Each metric's best so far; with keep_best, best.pt holds the state at the objective's best."""
-        key = next((k for k in latest if self.cfg.get("objective") and "_std/" not in k and
-                    (k.split("/", 1)[0] == self.cfg.objective or k.split("@", 1)[0] == self.cfg.objective)), None)
+        key = next((k for k in latest if self.cfg.get("objective") and names_key(str(self.cfg.objective), k)), None)
         improved = key is not None and (key not in self.best_metrics
                                         or better(key, latest[key], self.best_metrics[key]))
         best = best_of(self.best_metrics, latest)
