@@ -124,9 +124,17 @@ def test_every_method_trains_in_the_official_order(overrides):
     for name, opt in method.optimizers.items():
         opt.register_step_pre_hook(lambda *_, name=name: nets.append(name))
     lazy = {f"reg/{name}" for name, reg in {**method.d_regularizers, **method.g_regularizers}.items() if reg.every > 1}
+    drawn = []
+
+    def counted():
+        while True:
+            drawn.append(step)
+            yield next(loader)
+    batches = counted()
     for step in range(2):
         nets.clear()
-        out = method.train_step(loader, step)
+        out = method.train_step(batches, step)
+        assert drawn.count(step) == method.d_steps  # G's and the lazy phases take D's first batch
         assert all(torch.isfinite(v) for v in out.values()), out
         assert {"loss/d", "loss/g", "d/real", "d/fake"} <= set(out)
         # G's phases, then D's; the lazy ones (R1, R2 every 16, PL every 4) at step 0 only

@@ -13,6 +13,11 @@ phase) takes a new batch for each of its steps, except for a batch that earlier 
 iteration drew and no drawing phase has used yet; every other phase takes the iteration's latest batch
 (drawing it when it is the first to need one). So [Dmain x k, Gmain, Greg] gives G the labels of the
 last D step, and the official [Gmain, Greg, Dmain, Dreg] gives all four phases one batch.
+
+Where genexp's official order differs from training_loop.py / loss.py, and why: G's phases take the
+labels of the iteration's reals (the official draws other dataset labels, of the same distribution);
+a separate Dreg phase regularises D's input as its Dmain step augmented it (the official re-augments
+and differentiates through the augmentation), so R1 means the same with and without a Dreg phase.
 """
 
 from __future__ import annotations
