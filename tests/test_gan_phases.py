@@ -302,3 +302,37 @@ def test_r1_input_gradient_computes_no_weight_gradients(ref):
         norms = r1.gradient_norm(method.D, real, ref["labels"])
     assert spy.masks and all(not weight for _, weight, _ in spy.masks), spy.masks
     assert rel(norms.square(), ref["r1_penalty"]) < 1e-4
+
+
+def test_official_order_resumes_bit_exactly():
+    """The phases keep no state of their own: the checkpointed method (pl_mean, D's step clock, ADA's p)
+    continues as if never stopped."""
+    from genexp.data import build_dataset
+    from genexp.data.loader import InfiniteLoader
+
+    overrides = [*SG2_SMALL, "+loss/reg=[r1,pl]", "loss.d_regularizers.r1.every=2", "loss.g_regularizers.pl.every=3",
+                 "loss.d_steps=2", "model.method.ada.enabled=true", "model.method.ada.p=0.2", OFFICIAL]
+    loader = InfiniteLoader(build_dataset(compose("train", overrides).data), 4, seed=0)
+    stream = [next(loader) for _ in range(8)]
+
+    def train(method, batches, steps):
+        for step in steps:
+            method.train_step(batches, step)
+
+    whole, first = build(overrides), build(overrides)
+    torch.manual_seed(1)
+    train(whole, iter(stream), range(4))
+    torch.manual_seed(1)
+    batches = iter(stream)
+    train(first, batches, range(2))
+    state, rng = first.state_dict_all(), torch.get_rng_state()
+    second = build(overrides, seed=7)
+    second.load_state_dict_all(state)
+    torch.set_rng_state(rng)
+    train(second, batches, range(2, 4))
+    for (name, p), q in zip(whole.state_dict().items(), second.state_dict().values()):
+        if torch.is_tensor(p):
+            assert torch.equal(p, q), name
+    assert whole.d_steps_done == second.d_steps_done == 8
+    pl_means = [method.g_regularizers["pl"].pl_mean for method in (whole, second)]
+    assert torch.equal(*pl_means) and pl_means[0] > 0
