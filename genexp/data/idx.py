@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import zlib
 from http.client import HTTPException
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from genexp.data.base import ArrayDataset, convert_channels, resize, uint8_to_unit
 from genexp.errors import UserError
+from genexp.files import atomic_write
 
 # variant -> (mirrors tried in order, md5 of each official .gz archive)
 SOURCES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
@@ -131,25 +131,30 @@ def _download_failed(root: Path, variant: str, names, why: str) -> UserError:
 
 def download_file(url: str, dest: Path, md5: str | None) -> str | None:
     """Fetch ``url`` to ``dest``; None when done, else why it failed."""
-    # Written beside dest then renamed: an interrupted download never leaves a half file under the real name.
-    # The pid keeps parallel ranks apart; plain open() keeps the user's umask (mkstemp would force 0600).
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        digest = hashlib.md5()
-        with open(tmp, "wb") as out, urlopen(url, timeout=TIMEOUT_S) as response:
+    digest = hashlib.md5()
+
+    def fetch(out):
+        with urlopen(url, timeout=TIMEOUT_S) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if md5 is not None and digest.hexdigest() != md5:
-            return f"{url} served a file whose md5 is {digest.hexdigest()}, not the official {md5}"
-        os.replace(tmp, dest)
+            raise WrongDownload(f"{url} served a file whose md5 is {digest.hexdigest()}, not the official {md5}")
+
+    # Written beside dest then renamed (genexp/files.py): an interrupted or wrong download never leaves a
+    # file under the real name; shared: parallel ranks may fetch the same file at once.
+    try:
+        atomic_write(dest, fetch, shared=True)
         return None
+    except WrongDownload as e:
+        return str(e)
     # URLError, HTTPError and timeouts are OSErrors; a connection cut mid-body is an HTTPException.
     except (OSError, ValueError, HTTPException) as e:
         return f"{url}: {getattr(e, 'reason', None) or e}"
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+class WrongDownload(Exception):
+    """The server sent a file other than the one asked for."""
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

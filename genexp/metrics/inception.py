@@ -10,9 +10,7 @@ hub's cache) or pt_inception-2015-12-05-6726825d.pth (pytorch-fid).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genexp.data.base import unit_to_uint8
+from genexp.files import atomic_write
 from genexp.metrics.resize import resize
 
 INPUT_SIZE = 299
@@ -190,16 +189,13 @@ def default_weights_path() -> Path:
 
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch to a temporary file beside ``dest`` and rename, so an interrupted download leaves nothing."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    """Streamed into a temporary file beside ``dest`` and renamed (genexp/files.py), so an interrupted
+    download leaves nothing."""
+    def fetch(out):
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dest, fetch, shared=True)
 
 
 class InceptionFeatures(nn.Module):
