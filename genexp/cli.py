@@ -61,6 +61,19 @@ def fail(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Ctrl-C before training has its own stop handler (imports, composition, building the data and
+    nets) ends quietly with one line and the shell's 130, not a traceback through torch or Hydra."""
+    try:
+        run_main(argv)
+    except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while leaving says nothing more
+        print("genexp: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def run_main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         width = max(map(len, COMMANDS))

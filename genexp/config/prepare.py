@@ -322,7 +322,13 @@ def check_output_dir(cfg: DictConfig, multirun: bool, overrides: list[str]) -> N
     if not any(o.startswith(f"{key}=") for o in overrides):
         return
     path = Path(str(OmegaConf.select(cfg, key, throw_on_missing=False)))
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES on a parent
+        raise UserError(f"{key}={str(path)[:80]}{'...' if len(str(path)) > 80 else ''}: {exc.strerror or exc}; "
+                        "choose a shorter or reachable directory") from None
+    if not exists:
+        check_creatable(key, path)
         return
     if not path.is_dir():
         raise UserError(f"{key}={path} is a file, not a directory")
@@ -335,3 +341,33 @@ def check_output_dir(cfg: DictConfig, multirun: bool, overrides: list[str]) -> N
             f"{key}={path} already holds an earlier run ({', '.join(sorted(used)[:3])}); "
             "choose a new directory, or resume=<that dir> to continue training there"
         )
+
+
+def check_creatable(key: str, path: Path) -> None:
+    """The run dir does not exist yet: its names must fit the filesystem and its nearest existing parent
+    must take a new folder (tried for real: permissions, read-only mounts and /proc all answer)."""
+    import os
+    import tempfile
+
+    shown = f"{str(path)[:80]}..." if len(str(path)) > 80 else str(path)
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        raise UserError(f"{key}={shown}: the name {long[0][:40]}... is {len(os.fsencode(long[0]))} bytes, "
+                        f"longer than the {name_max} this filesystem allows; choose a shorter directory name")
+    if len(os.fsencode(str(path.absolute()))) > 4000:
+        raise UserError(f"{key}={shown}: the path is {len(os.fsencode(str(path.absolute())))} bytes long, "
+                        "too long to write files under; choose a shorter directory")
+    if not parent.is_dir():
+        raise UserError(f"{key}={shown}: {parent} is a file, not a directory; choose another directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genexp-write-test-", dir=parent))
+    except OSError as exc:
+        raise UserError(f"{key}={shown}: cannot create it in {parent} ({exc.strerror or exc}); "
+                        "choose a writable directory") from None
