@@ -20,8 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from genexp.errors import UserError
 from genexp.metrics.classifiers import DigitsLeNet, MnistLeNet, SmallClassifier
 from genexp.metrics.resize import FILTERS
+from genexp.metrics.rng import BUILD_SEED, own_rng
 
 # Which of genexp's own classifiers serves which dataset when extractor=auto.
 OWN_CLASSIFIERS = {"digits": "digits_lenet", "digits8": "digits_lenet", "mnist": "mnist_lenet"}
@@ -33,6 +35,67 @@ OFFLINE_ENV = "GENEXP_OFFLINE"
 
 class MetricUnavailable(Exception):
     """This metric cannot run here; the message says what to install or provide."""
+
+
+class WeightsError(UserError, MetricUnavailable):
+    """A weight file the user named is not this network's (code, objects, other keys or shapes): a user's
+    mistake in one line. Also a MetricUnavailable, for callers that skip a metric that cannot run."""
+
+
+SHOWN_KEYS = 3
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A weight file read as checkpoints are: torch.load(weights_only=True), so a pickle that would run
+    code or build objects is refused, never executed. A {"state_dict": ...} wrapper is unwrapped."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols: the refusal below says it all
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "Weights only load failed" in text:
+            found = text.split("Unsupported global: ")[-1].split(" ")[1] if "Unsupported global: " in text else ""
+            raise WeightsError(f"weights {path}: the file holds pickled code or objects"
+                               f"{f' ({found})' if found else ''}, which genexp never runs; save plain tensors "
+                               "instead: torch.save(net.state_dict(), path)") from None
+        raise WeightsError(f"weights {path} could not be read as a weight file ({type(exc).__name__}); "
+                           "point weights= at a state dict saved with torch.save(net.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights {path} holds a {type(state).__name__} that is not a state dict of tensors; "
+                           "save one with torch.save(net.state_dict(), path)")
+    return state
+
+
+def check_state_dict(state: dict[str, torch.Tensor], net: nn.Module, path: Path, what: str,
+                     ignore=lambda key: False) -> None:
+    """Keys and shapes of ``state`` against ``net``'s, every difference named in one line."""
+    own = {k: v for k, v in net.state_dict().items() if not ignore(k)}
+    given = {k: v for k, v in state.items() if not ignore(k)}
+    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    wrong = [k for k in own if k in given and tuple(given[k].shape) != tuple(own[k].shape)]
+    if not (missing or extra or wrong):
+        return
+
+    def keys(names):
+        return ", ".join(names[:SHOWN_KEYS]) + (f" ... ({len(names)} in all)" if len(names) > SHOWN_KEYS else "")
+
+    parts = ([f"missing keys {keys(missing)}"] if missing else []) + \
+            ([f"unexpected keys {keys(extra)}"] if extra else []) + \
+            ([f"shape of {wrong[0]} is {tuple(given[wrong[0]].shape)} where the net has {tuple(own[wrong[0]].shape)}"
+              + (f" ({len(wrong)} keys of the wrong shape)" if len(wrong) > 1 else "")] if wrong else [])
+    raise WeightsError(f"weights {path} is not {what}: " + "; ".join(parts) + "; point weights= at that net's file")
+
+
+def load_weights(net: nn.Module, path: Path, what: str) -> None:
+    """A user's weight file into ``net``: read safely, checked key by key, then loaded."""
+    state = read_state_dict(path)
+    check_state_dict(state, net, path, what)
+    net.load_state_dict(state)
 
 
 class ClassifierFeatures(nn.Module):
@@ -104,7 +167,16 @@ def build_extractor(name, output: str, weights: str | None = None, resize: str |
 
     ``name``: a shipped classifier, ``inception``, or a ``{_target_: ...}`` mapping for a user's module.
     ``resize``: the filter to the extractor's input size (None: the extractor's standard one).
-    ``example``: a batch of real images, to size a user module's output."""
+    ``example``: a batch of real images, to size a user module's output.
+
+    Built on generators of its own (metrics/rng.py): the random initialisation that loading weights
+    then overwrites (or a user module's own) never moves the caller's random streams."""
+    with own_rng(BUILD_SEED):
+        return _build_extractor(name, output, weights, resize, download, example)
+
+
+def _build_extractor(name, output: str, weights: str | None, resize: str | None, download: bool,
+                     example: torch.Tensor | None) -> tuple[nn.Module, dict]:
     if resize is not None and resize not in FILTERS:
         raise MetricUnavailable(f"unknown resize filter '{resize}': use one of {', '.join(FILTERS)}")
     if isinstance(name, (dict, DictConfig)):
@@ -115,7 +187,7 @@ def build_extractor(name, output: str, weights: str | None = None, resize: str |
         if not path.is_file():
             raise MetricUnavailable(f"the {name} weights are missing at {path}: run {command}")
         net = cls()
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_weights(net, path, f"a {name} state dict")
         net.resize_filter = resize or cls.resize_filter
         ident = {"name": name, "sha256": short_hash(path), "input": f"{cls.input_resolution}px gray",
                  "resize": net.resize_filter}
@@ -151,11 +223,7 @@ def build_inception(output: str, weights: str | None, resize: str, download: boo
                                         f"fetch {inception.WEIGHTS_URL} and set metrics.<name>.weights=/path/to/it"
                                         ) from None
     net = inception.FIDInceptionV3()
-    try:
-        inception.load_state(net, path)
-    except Exception as exc:
-        raise MetricUnavailable(str(exc) if isinstance(exc, ValueError) else
-                                f"{path} could not be read as a weight file ({type(exc).__name__})") from None
+    inception.load_state(net, path)
     ident = {"name": "inception", "sha256": short_hash(path), "input": f"{inception.INPUT_SIZE}px RGB from uint8",
              "resize": resize}
     return inception.InceptionFeatures(net, output, resize), ident
@@ -179,10 +247,7 @@ def build_user(spec, weights: str | None, example: torch.Tensor | None) -> tuple
         path = Path(weights).expanduser()
         if not path.is_file():
             raise MetricUnavailable(f"the weights of extractor {target} are missing at {path}")
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise MetricUnavailable(f"{path} does not load into {target}: {type(exc).__name__}") from None
+        load_weights(net, path, f"a state dict of {target}")
     if example is None:
         example = torch.zeros(2, 3, 32, 32)
     module = UserFeatures(net, example)

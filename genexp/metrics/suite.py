@@ -23,6 +23,7 @@ from genexp.metrics.ddp import empty_real_states, one_tensor_per_list
 from genexp.metrics.extractors import MetricUnavailable
 from genexp.metrics.lpips_net import lpips_metric, rgb  # noqa: F401  (imported from here by commands)
 from genexp.metrics.registry import Context, MetricKind, better, count_label, is_std_key  # noqa: F401
+from genexp.metrics.rng import BUILD_SEED, own_rng
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
 # Settings of the metrics group that are not metrics.
@@ -52,13 +53,24 @@ class MetricSuite:
         self._real_done = False
         self._warned_cache = False
         self._data_files: list | None = None
-        ctx = Context(dataset, data_cfg, device, num_samples, note, small)
+        # Built on generators of their own (metrics/rng.py): an extractor's initialisation before its
+        # weights load must not move the training run's random streams.
+        with own_rng(BUILD_SEED, device):
+            other_kind = self._build(metrics_cfg, Context(dataset, data_cfg, device, num_samples, note, small))
+        if other_kind:
+            reason = f"they do not apply to data={data_cfg.name} ({data_cfg.kind})"
+            self.skipped.update({name: reason for name in other_kind})
+            if chosen:
+                note(f"metrics {', '.join(other_kind)} skipped: {reason}")
+
+    def _build(self, metrics_cfg, ctx: Context) -> list[str]:
+        """Every metric asked for that fits the data; returns those of another kind of data."""
         other_kind = []
         for name, cfg in (metrics_cfg or {}).items():
             if name in SUITE_SETTINGS:
                 continue
             kind = registry.get(cfg.get("kind", name), f"metrics.{name}.kind")
-            if kind.data_kinds is not None and data_cfg.kind not in kind.data_kinds:
+            if kind.data_kinds is not None and ctx.data_cfg.kind not in kind.data_kinds:
                 other_kind.append(name)
                 continue
             try:
@@ -67,12 +79,8 @@ class MetricSuite:
                     self.metrics.append(kind(name, cfg, ctx))
             except MetricUnavailable as exc:
                 self.skipped[name] = str(exc)
-                note(f"metric {name} skipped: {exc}")
-        if other_kind:
-            reason = f"they do not apply to data={data_cfg.name} ({data_cfg.kind})"
-            self.skipped.update({name: reason for name in other_kind})
-            if chosen:
-                note(f"metrics {', '.join(other_kind)} skipped: {reason}")
+                self.note(f"metric {name} skipped: {exc}")
+        return other_kind
 
     def __bool__(self) -> bool:
         return bool(self.metrics)
@@ -95,6 +103,10 @@ class MetricSuite:
         shapes, so that torchmetrics' sum / concatenation over ranks counts every real image once."""
         if self._real_done:
             return
+        with own_rng(BUILD_SEED, self.device):
+            self._reference_over_ranks()
+
+    def _reference_over_ranks(self) -> None:
         real_side = [m for m in self.metrics if m.keeps_reference]
         if distributed.world().enabled and not distributed.world().main:
             shapes = distributed.broadcast_object(None)
@@ -150,14 +162,13 @@ class MetricSuite:
         ``model``: (method, ema) when the samples come from a generator, for the metrics that need
         the model itself (ppl, nll, recon); without it they are skipped.
 
-        KID and IS draw random subsets from torch's global RNG: it is forked and seeded
-        here, so a result does not depend on when it is computed, and a training run's
-        random stream does not depend on how often it evaluates."""
+        KID and IS draw random subsets from torch's global RNG, model metrics their noise: every
+        global generator is forked and seeded here (metrics/rng.py), so a result does not depend on
+        when it is computed, and a training run's random streams do not depend on how often it
+        evaluates."""
         if not self.metrics:
             return {}
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(seed)
+        with own_rng(seed, self.device), torch.no_grad():
             results = sampler_tagged(self._compute(sample_fn, seed), model)
             results.update(self._model_scores(model, seed))
             return results
