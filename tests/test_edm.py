@@ -330,6 +330,13 @@ def test_sampling_is_deterministic_for_a_seed():
     assert method.sample_tag() == "heun5" and method.sampler_settings(steps=18).tag == "heun35"
 
 
+def test_a_training_step_under_bf16_autocast():
+    method = build(["model.num_classes=10", "optim.lr_rampup_kimg=0"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, moved, _ = one_step(method, (1, 16, 16))
+    assert moved > 10 and all(p.dtype == torch.float32 for p in method.net.parameters())
+
+
 def test_metric_keys_carry_the_sampler_and_nfe():
     from genexp.metrics.suite import sampler_tagged
 
@@ -390,6 +397,20 @@ def test_train_and_sample_through_the_cli(run, tmp_path):
     res = run("sample", f"ckpt={ckpt}", "steps=0", f"hydra.run.dir={out}")
     assert res.code == 2 and "steps=0" in res.err and "Traceback" not in res.err, res
     assert not (out / "samples.png").exists()
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(run, tmp_path):
+    from .test_resume import assert_bitwise_equal, weights
+
+    steps = [*CLI_TINY, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.eval_every=0",
+             "trainer.sample_every=0", "optim.lr_rampup_kimg=0.02", "model.net.dropout=0.1"]
+    full = tmp_path / "full"
+    assert (res := run("train", *steps, f"hydra.run.dir={full}")).code == 0, res
+    fork = tmp_path / "fork"
+    res = run("train", f"resume={full / 'checkpoints/step_000002.pt'}", f"hydra.run.dir={fork}")
+    assert res.code == 0 and "at step 2" in res.out, res
+    assert_bitwise_equal(weights(full / "checkpoints/last.pt"), weights(fork / "checkpoints/last.pt"))
 
 
 def test_sample_command_options():

@@ -31,6 +31,9 @@ def run(cfg: DictConfig) -> None:
     method, train_cfg, ckpt = restore_method(cfg.ckpt, device, cfg.get("trust_checkpoint"))
     if seeds is not None:
         G = getattr(method, "G_ema" if cfg.ema else "G", None)
+        if G is None:
+            raise UserError(f"seeds={cfg.seeds}: one image per seed needs a generator network (GANs); this "
+                            f"checkpoint's {type(method).__name__} draws with n=... seed=...")
         label = class_labels(cfg.get("class"), 1, method.num_classes)
         out = run_dir()
         paths = seed_images(G, seeds, int(label[0]) if label is not None else None, psi, noise_mode, out,
