@@ -56,7 +56,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
-        if "Weights only load failed" in text:
+        with open(path, "rb") as f:
+            pickled = f.read(2)[:1] == b"\x80"  # a pickle's protocol opcode: a pickle weights_only refused
+        if "Unsupported global" in text or "Weights only load failed" in text and pickled:
             found = text.split("Unsupported global: ")[-1].split(" ")[1] if "Unsupported global: " in text else ""
             raise WeightsError(f"weights {path}: the file holds pickled code or objects"
                                f"{f' ({found})' if found else ''}, which genexp never runs; save plain tensors "

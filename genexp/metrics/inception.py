@@ -163,23 +163,15 @@ class FIDInceptionV3(nn.Module):
 
 
 def load_state(net: FIDInceptionV3, path: Path) -> None:
-    """Load a weight file; a file that is not this network's says which keys differ, in one line."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    """Load a weight file as checkpoints are read (weights_only); a file that is not this network's says
+    which keys differ, in one line (extractors.WeightsError)."""
+    from genexp.metrics.extractors import check_state_dict, read_state_dict
+
+    state = read_state_dict(path)
     # Files from torchvision-based converters carry batch counters and the auxiliary head: not used here.
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") and not k.startswith("AuxLogits")}
-    own = net.state_dict()
-    own = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked")}
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or wrong:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "",
-                 f"{len(wrong)} of the wrong shape (e.g. {wrong[0]})" if wrong else ""]
-        raise ValueError(f"{path} is not an FID Inception-v3 state dict: keys " + ", ".join(p for p in parts if p))
+    check_state_dict(state, net, path, "an FID Inception-v3 state dict",
+                     ignore=lambda key: key.endswith("num_batches_tracked"))
     net.load_state_dict(state, strict=False)
 
 
