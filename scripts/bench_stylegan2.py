@@ -62,6 +62,71 @@ class RandomImages:
         return x, y
 
 
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    """Peak CUDA memory allocated on a GPU, else this process's peak RSS (MiB, and what it is)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1), "cuda max allocated"
+    return round(peak_rss_mib(), 1), "peak RSS"
+
+
+def timed_steps(method, batches, device: torch.device, warmup: int, steps: int, cycle: int = 1,
+                budget_s: float | None = None, after_warmup=None, progress=None) -> dict:
+    """``warmup`` training steps, then up to ``steps`` timed ones (each synchronised on a GPU). With
+    ``cycle`` > 1 the timed steps stop only at a whole number of cycles (lazy regularizers: every phase
+    due as often as in training) and, past the first cycle, once ``budget_s`` seconds are spent.
+    ``after_warmup``: called between the two; ``progress``: called with the figures so far after each
+    timed step. Returns the warm-up time, the number of timed steps, their median and their mean."""
+    def one(step: int) -> float:
+        t = time.perf_counter()
+        method.train_step(batches, step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    def figures(times: list[float]) -> dict:
+        return {"warmup_s": round(sum(warm), 2), "steps_timed": len(times),
+                "s_per_step": statistics.median(times), "s_per_step_mean": sum(times) / len(times)}
+
+    warm = [one(step) for step in range(warmup)]
+    if after_warmup is not None:
+        after_warmup()
+    times: list[float] = []
+    while len(times) < steps:
+        times.append(one(warmup + len(times)))
+        if progress is not None:
+            progress(figures(times))
+        if budget_s is not None and len(times) % cycle == 0 and sum(times) >= budget_s:
+            break
+    return figures(times[:max(cycle, len(times) - len(times) % cycle)] if cycle > 1 else times)
+
+
+def last_json(text: str | bytes | None) -> dict | None:
+    """The last line of ``text`` that is a JSON object, or None."""
+    text = text.decode(errors="replace") if isinstance(text, bytes) else (text or "")
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def run_child(argv: list[str], timeout: float | None = None) -> dict:
+    """``python argv...`` in a fresh process whose last stdout line is a JSON object: that object, or
+    {"error": one line} when it fails; past ``timeout`` seconds, the last JSON line it printed (a
+    child's figures so far) with that error, if it printed one."""
+    try:
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env={**os.environ},
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return {**(last_json(exc.stdout) or {}), "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return last_json(proc.stdout) or {"error": "no JSON line in the output"}
+
+
 def child(resolution: int, variant: str, batch: int, steps: int) -> dict:
     from omegaconf import open_dict
 
@@ -85,23 +150,17 @@ def child(resolution: int, variant: str, batch: int, steps: int) -> dict:
         method.G.synthesis = torch.compile(method.G.synthesis)
         method.D = torch.compile(method.D)
     batches = RandomImages(batch, resolution, 0, device)
-    times = []
     start = time.perf_counter()
-    for step in range(steps + 2):
-        t = time.perf_counter()
-        method.train_step(batches, step)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    per_step = statistics.median(times[2:])
+    timed = timed_steps(method, batches, device, 2, steps)
+    per_step = timed["s_per_step"]
+    peak, memory = peak_memory_mib(device)
     return {"resolution": resolution, "variant": variant, "device": device.type, "batch": batch,
             "params_G": sum(p.numel() for p in method.G.parameters()),
             "params_D": sum(p.numel() for p in method.D.parameters()),
-            "warmup_s": round(sum(times[:2]), 2), "s_per_step": round(per_step, 4),
+            "warmup_s": timed["warmup_s"], "s_per_step": round(per_step, 4),
             "images_per_s": round(batch / per_step, 2), "s_per_kimg": round(1000 * per_step / batch, 1),
             "total_s": round(time.perf_counter() - start, 1),
-            "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib(),
-                              1), "memory": "cuda max allocated" if device.type == "cuda" else "peak RSS"}
+            "peak_mib": peak, "memory": memory}
 
 
 def main() -> None:
@@ -125,14 +184,11 @@ def main() -> None:
                 # Measured on the 2-core CPU: 6 bf16 steps did not finish in 18 minutes (fp32: 4.6 s/step).
                 print(f"  {res}px {variant:22s} skipped: bf16 is for GPUs (--cpu-bf16 runs it anyway)", flush=True)
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--child", str(res), variant, str(args.batch),
-                                   str(args.steps)], capture_output=True, text=True, env={**os.environ})
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
-                print(f"  {res}px {variant:22s} failed: {last}", flush=True)
-                rows.append({"resolution": res, "variant": variant, "error": last})
+            row = run_child([__file__, "--child", str(res), variant, str(args.batch), str(args.steps)])
+            if "error" in row:
+                print(f"  {res}px {variant:22s} failed: {row['error']}", flush=True)
+                rows.append({"resolution": res, "variant": variant, "error": row["error"]})
                 continue
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
             base = base or row
             row["time_vs_eager"] = round(row["s_per_step"] / base["s_per_step"], 3)
             row["memory_vs_eager"] = round(row["peak_mib"] / base["peak_mib"], 3)
