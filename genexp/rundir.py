@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from genexp.errors import UserError
@@ -130,6 +131,11 @@ def _flock(fd: int, path: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _read_holder(fd)
+        for _ in range(40):  # locked but not yet signed: the holder is between flock and _write_holder
+            if holder.get("pid"):
+                break
+            time.sleep(0.05)
+            holder = _read_holder(fd)
         os.close(fd)
         raise in_use(path.parent, holder) from None
     try:
