@@ -363,6 +363,19 @@ def test_compositions_that_cannot_train(overrides, message):
         check_train(compose("train", SMALL + overrides))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["model.precond.kind=ddpm"], "model.precond.kind=ddpm"),
+    (["model.net.encoder_type=skipping"], "model.net.encoder_type=skipping"),
+    (["data=mnist", "model.net.channel_mult=[1,1,1,1,1,1,1]"], "does not halve 6 times"),
+])
+def test_models_that_cannot_be_built(overrides, message):
+    from genexp.commands import user_error_in
+
+    with pytest.raises(Exception) as info:  # Hydra's instantiate wraps it; the CLI finds it inside
+        build(overrides)
+    assert message in str(user_error_in(info.value))
+
+
 def test_edm_losses_refuse_gan_models():
     from genexp.config.checks import check_train
 

@@ -39,6 +39,10 @@ class EDM(Method):
         if int(model.resolution) % (2 ** (levels - 1)):
             raise UserError(f"model.resolution={model.resolution} does not halve {levels - 1} times "
                             f"(model.net.channel_mult has {levels} levels): use fewer levels or another resolution")
+        for key, allowed in (("embedding_type", ("positional", "fourier")), ("decoder_type", ("standard", "skip")),
+                             ("encoder_type", ("standard", "skip", "residual"))):
+            if model.net.get(key) is not None and model.net[key] not in allowed:
+                raise UserError(f"model.net.{key}={model.net[key]}: use one of {', '.join(allowed)}")
         settings = OmegaConf.to_container(model.precond, resolve=True)
         kind = settings.pop("kind", "edm")
         if kind not in preconds.KINDS:
