@@ -52,6 +52,9 @@ bench-modes: install ## mode-collapse tables: ring/grid best config, every objec
 	$(BIN)/python scripts/bench_modes.py --seeds $(STACKED_SEEDS) --steps $(STACKED_STEPS) --losses ns \
 		--experiments stacked_mnist_dcgan,stacked_mnist_pacgan
 
+gpu-check: ## on one CUDA GPU, < 8 min: StyleGAN2 256² s/kimg, Inception throughput, demo -> docs/bench/gpu.json
+	scripts/gpu_check.sh
+
 lint: install ## ruff
 	$(BIN)/python -m ruff check genexp tests scripts
 
