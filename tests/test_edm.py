@@ -301,6 +301,9 @@ def test_lr_ramps_up_over_images_and_step_0_runs_at_0():
         method.train_step(batches((1, 16, 16), n=4), step)
         lrs.append(method.optimizers["model"].param_groups[0]["lr"])
     assert lrs == pytest.approx([0.0, 4e-4, 8e-4, 1e-3])
+    method.accumulate = 2  # two micro-batches of 2: a step of 4 images, as above
+    method.train_step(batches((1, 16, 16), n=2), 1)
+    assert method.optimizers["model"].param_groups[0]["lr"] == pytest.approx(4e-4)
 
 
 def test_ema_half_life_in_images():
