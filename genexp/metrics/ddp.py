@@ -7,6 +7,16 @@ import torch
 from genexp import distributed
 
 
+def my_batches(num_batches: int) -> range:
+    """The batches of an evaluation this rank draws: a contiguous block (the first ranks take one more
+    where they do not divide evenly; the last may take none). Contiguous, so that torchmetrics'
+    gathering of list states in rank order puts the features in batch order, as one process holds
+    them: KID's and IS's random subsets then pick the very same features for any number of ranks."""
+    world = distributed.world()
+    share = -(-num_batches // world.size)
+    return range(min(world.rank * share, num_batches), min((world.rank + 1) * share, num_batches))
+
+
 def in_batch_order(parts: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
     """Every rank's (batch number, tensor) parts, gathered and put in batch order."""
     if not distributed.active():

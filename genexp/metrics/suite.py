@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp import distributed
 from genexp.metrics import cache, registry
-from genexp.metrics.ddp import empty_real_states, one_tensor_per_list
+from genexp.metrics.ddp import empty_real_states, my_batches, one_tensor_per_list
 from genexp.metrics.extractors import MetricUnavailable
 from genexp.metrics.lpips_net import lpips_metric, rgb  # noqa: F401  (imported from here by commands)
 from genexp.metrics.registry import Context, MetricKind, better, count_label, is_std_key  # noqa: F401
@@ -196,11 +196,11 @@ class MetricSuite:
         if not sampled:
             return {}
         total = max(m.num_samples for m in sampled)
-        world = distributed.world()
         nonfinite = False
-        for batch, start in enumerate(range(0, total, self.batch_size)):
-            if batch % world.size != world.rank:  # data-parallel: every rank its share of the batches
-                continue
+        # Data-parallel: every rank its share of the batches; a rank may have none (fewer batches than
+        # ranks), and then joins the collectives below with empty fake states.
+        for batch in my_batches(-(-total // self.batch_size)):
+            start = batch * self.batch_size
             # A generator per batch: the same fakes whichever rank draws them and however many ranks.
             g = torch.Generator().manual_seed(seed * 1_000_003 + batch)
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)

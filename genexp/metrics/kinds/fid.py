@@ -51,6 +51,13 @@ class FID(TorchmetricsKind):
         self.protocol.pop("num_real")
         self.protocol["reference"] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
 
+    def reset_fake(self) -> None:
+        super().reset_fake()
+        # torchmetrics sets the dtype it returns in update(): a rank that draws no fakes (fewer batches
+        # than ranks) still computes, after summing every rank's states.
+        if not hasattr(self.metric, "orig_dtype"):
+            self.metric.orig_dtype = torch.float32
+
     def compute(self) -> dict[str, float]:
         return {self.key: float(self.metric.compute())}
 
