@@ -64,11 +64,11 @@ CYCLE = 16  # R1 every 16 iterations, path length every 4: 16 iterations run eve
 def settings(smoke: bool) -> dict:
     """Sizes and limits of each part (seconds: caps; the whole run stays under ``deadline_s``)."""
     if smoke:
-        return {"deadline_s": 240, "stylegan2": {
+        return {"deadline_s": 300, "stylegan2": {
             "resolution": 16, "batch": 2, "warmup": 1, "steps": 2, "cycle": 1, "budget_s": None,
             "extra": ["model.channel_base=128", "model.channel_max=16"], "compile_backend": "eager",
             "cap_s": 90, "compile_cap_s": 120},
-            "inception": {"samples": 8, "batch": 4, "resolution": 16, "cap_s": 60}, "demo": None}
+            "inception": {"samples": 4, "batch": 2, "resolution": 16, "cap_s": 60}, "demo": None}
     return {"deadline_s": 450, "stylegan2": {
         "resolution": 256, "batch": 32, "warmup": 4, "steps": 4 * CYCLE, "cycle": CYCLE, "budget_s": 25.0,
         "extra": [], "compile_backend": "inductor", "cap_s": 80, "compile_cap_s": 240},
@@ -133,7 +133,8 @@ def counters_now() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def stylegan2_child(spec: dict) -> dict:
+def stylegan2_child(spec: dict, emit=None) -> dict:
+    """One variant's figures; ``emit`` gets the figures so far after every timed step."""
     from omegaconf import open_dict
 
     from genexp.cli import conf_dir
@@ -185,11 +186,9 @@ def stylegan2_child(spec: dict) -> dict:
                                       "in_timed_steps": counters_now() - graphs["timed"]}
         return {**out, "partial": "figures so far: the timed steps did not end"} if partial else out
 
-    def progress(timed: dict) -> None:  # a timeout still leaves the figures so far (run_child reads them)
-        print(json.dumps(figures(timed, partial=True)), flush=True)
-
     timed = timed_steps(method, batches, device, spec["warmup"], spec["steps"], spec["cycle"], spec["budget_s"],
-                        after_warmup=(lambda: count("timed")) if compiled else None, progress=progress)
+                        after_warmup=(lambda: count("timed")) if compiled else None,
+                        progress=(lambda t: emit(figures(t, partial=True))) if emit else None)
     return figures(timed)
 
 
@@ -331,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         spec = json.loads(args.child)  # a list of StyleGAN2 variants (one process for all), or Inception's
         if isinstance(spec, list):
-            print(json.dumps({"rows": [stylegan2_child(one) for one in spec]}))
+            rows: list[dict] = []  # every line printed holds the rows so far: a timeout still leaves them
+
+            def emit(partial: dict) -> None:
+                print(json.dumps({"rows": [*rows, partial]}), flush=True)
+
+            for one in spec:
+                rows.append(stylegan2_child(one, emit))
+                print(json.dumps({"rows": rows}), flush=True)
         else:
             print(json.dumps(inception_child(spec)))
         return 0
@@ -413,9 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"StyleGAN2 {sg['resolution']}² batch {sg['batch']} {', '.join(group)} (limit {timeout:.0f} s) ...",
                   flush=True)
             out = run_child([me, "--child", json.dumps(specs)], timeout=timeout)
-            found = out.get("rows") or ([out] if "variant" in out else [{"error": out.get("error")} for _ in group])
-            for variant, row in zip(group, found):
-                row.setdefault("variant", variant)
+            found = {row["variant"]: row for row in out.get("rows", [])}
+            for variant in group:  # a timeout: its error on the row it stopped in, and on those not begun
+                row = found.get(variant) or {"variant": variant, "error": out.get("error", "not run")}
+                if "error" in out and (row.get("partial") or variant not in found):
+                    row["error"] = out["error"]
                 rows = result["stylegan2"]["rows"]
                 base = rows[0] if rows else None
                 if "error" not in row and variant == "fp32":

@@ -115,15 +115,15 @@ def last_json(text: str | bytes | None) -> dict | None:
 
 def run_child(argv: list[str], timeout: float | None = None) -> dict:
     """``python argv...`` in a fresh process whose last stdout line is a JSON object: that object, or
-    {"error": one line} when it fails; past ``timeout`` seconds, the last JSON line it printed (a
-    child's figures so far) with that error, if it printed one."""
+    {"error": one line} when it fails or runs past ``timeout`` seconds, added to the last JSON line it
+    printed, if any (a child's figures so far)."""
     try:
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env={**os.environ},
                               timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         return {**(last_json(exc.stdout) or {}), "error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
+        return {**(last_json(proc.stdout) or {}), "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return last_json(proc.stdout) or {"error": "no JSON line in the output"}
 
 

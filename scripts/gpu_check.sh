@@ -5,6 +5,9 @@
 # Python: $PYTHON, else .venv/bin/python when it imports genexp, else python3. When python3 lacks
 # Hydra / OmegaConf (an offline GPU image), wheels in .whl/ (hydra-core, omegaconf, antlr4) are
 # installed under /tmp and `make demo` runs through a shim venv (VENV=/tmp/genexp-gpu-venv).
+# Those wheels, made here once (pure Python; .whl/ is git-ignored, carry it to the GPU machine):
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: hydra-core==1.3.2 omegaconf==2.3.0 -d .whl
+#   .venv/bin/python -m pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
