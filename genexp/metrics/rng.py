@@ -24,13 +24,17 @@ BUILD_SEED = 0
 
 
 def _cuda_devices(device: torch.device | None) -> list[int]:
-    """The CUDA devices whose generators a block may touch: all of them once CUDA is up (or the block
-    runs on a GPU); none before, so a CPU run on a GPU machine never initialises CUDA for this."""
-    if not torch.cuda.is_available():
+    """The CUDA devices whose generators a block may touch: the current one and the block's own, once CUDA
+    is up or the block runs on a GPU. Not every GPU: reading a device's state opens a context on it (a
+    data-parallel rank would hold one on each of its node's GPUs), and a CPU run on a GPU machine never
+    initialises CUDA for this."""
+    on_gpu = device is not None and device.type == "cuda"
+    if not torch.cuda.is_available() or not (torch.cuda.is_initialized() or on_gpu):
         return []
-    if torch.cuda.is_initialized() or (device is not None and device.type == "cuda"):
-        return list(range(torch.cuda.device_count()))
-    return []
+    devices = {torch.cuda.current_device()}
+    if on_gpu:
+        devices.add(device.index if device.index is not None else torch.cuda.current_device())
+    return sorted(devices)
 
 
 @contextmanager

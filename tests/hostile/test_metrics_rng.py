@@ -82,3 +82,22 @@ def test_building_and_evaluating_the_suite_leaves_the_global_streams_alone(case)
     results = suite.compute(lambda n, g: method.sample(n, generator=g), seed=3, model=(method, True))
     assert results and not suite.skipped, notes
     assert same(before, streams()), "evaluating moved a global random stream"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_own_rng_draws_the_same_inside_and_gives_every_stream_back(device):
+    from genexp.metrics.rng import own_rng
+
+    dev = torch.device(device)
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    before = streams()
+    cuda_before = torch.cuda.get_rng_state() if dev.type == "cuda" else None
+    draws = []
+    for _ in range(2):
+        with own_rng(7, dev):
+            draws.append((torch.randn(3, device=dev).cpu(), np.random.rand(), random.random()))
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1:] == draws[1][1:]  # seeded inside
+    assert same(before, streams())
+    if cuda_before is not None:
+        assert torch.equal(cuda_before, torch.cuda.get_rng_state())
