@@ -68,7 +68,7 @@ def settings(smoke: bool) -> dict:
             "resolution": 16, "batch": 2, "warmup": 1, "steps": 2, "cycle": 1, "budget_s": None,
             "extra": ["model.channel_base=128", "model.channel_max=16"], "compile_backend": "eager",
             "cap_s": 90, "compile_cap_s": 120},
-            "inception": {"samples": 4, "batch": 2, "resolution": 16, "cap_s": 60}, "demo": None}
+            "inception": {"samples": 8, "batch": 4, "resolution": 16, "cap_s": 90}, "demo": None}
     return {"deadline_s": 450, "stylegan2": {
         "resolution": 256, "batch": 32, "warmup": 4, "steps": 4 * CYCLE, "cycle": CYCLE, "budget_s": 25.0,
         "extra": [], "compile_backend": "inductor", "cap_s": 80, "compile_cap_s": 240},
@@ -244,7 +244,8 @@ def machine(device: str) -> dict:
     cpu = f"CPU ({platform.processor() or platform.machine()})"
     return {"device": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "cpus": os.cpu_count(), "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "matmul_precision": torch.get_float32_matmul_precision()}
 
 
@@ -348,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     from genexp.metrics.suite import MetricSuite
 
     device = "cpu" if args.cpu_smoke else "cuda"
+    if args.cpu_smoke:  # one thread per child: 2 threads on a shared, loaded CPU spin (15x slower steps)
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     plan = settings(args.cpu_smoke)
     start = time.perf_counter()
     deadline = args.deadline_s or plan["deadline_s"]

@@ -2,7 +2,7 @@
 # The GPU check (issue 14.6): scripts/bench_gpu.py with a Python that can import genexp.
 #   scripts/gpu_check.sh                # one CUDA GPU, under 8 minutes on an H200 -> docs/bench/gpu.json
 #   scripts/gpu_check.sh --cpu-smoke    # tiny sizes on the CPU, no make demo -> a temp file
-# Python: $PYTHON, else .venv/bin/python when it imports genexp, else python3. When python3 lacks
+# Python: $PYTHON, else .venv/bin/python (made by make install), else python3. When python3 lacks
 # Hydra / OmegaConf (an offline GPU image), wheels in .whl/ (hydra-core, omegaconf, antlr4) are
 # installed under /tmp and `make demo` runs through a shim venv (VENV=/tmp/genexp-gpu-venv).
 # Those wheels, made here once (pure Python; .whl/ is git-ignored, carry it to the GPU machine):
@@ -15,7 +15,8 @@ make_args=()
 imports="import torch, hydra, omegaconf, genexp.methods"
 if [[ -n "${PYTHON:-}" ]]; then
   py=$PYTHON
-elif [[ -x .venv/bin/python ]] && .venv/bin/python -c "$imports" 2>/dev/null; then
+elif [[ -x .venv/bin/python && -f .venv/.genexp-installed ]] || { [[ -x .venv/bin/python ]] &&
+    .venv/bin/python -c "$imports" 2>/dev/null; }; then
   py=.venv/bin/python
 else
   py=python3
