@@ -259,8 +259,12 @@ def run_demo(limit: float, make_args: list[str]) -> dict:
     """`make demo` in its own process group, killed whole at ``limit`` seconds."""
     cmd = ["make", "demo", *make_args]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    try:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    except OSError as exc:  # no make on the machine
+        return {"command": " ".join(cmd), "limit_s": round(limit), "wall_s": 0.0, "rc": None, "timed_out": False,
+                "metric_lines": [], "error": str(exc)[:200]}
     try:
         out, _ = proc.communicate(timeout=limit)
         rc, timed_out = proc.returncode, False

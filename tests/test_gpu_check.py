@@ -147,3 +147,16 @@ def test_wrapper_refuses_without_cuda():
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--out", os.devnull],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_is_killed_at_its_limit(bench, tmp_path):
+    """make demo in its own process group: at the limit the whole group goes (make and what it runs)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    genexp = venv / "bin" / "genexp"
+    genexp.write_text("#!/bin/sh\necho 'fid/digits_lenet@2k 65.9'\nexec sleep 60\n")
+    genexp.chmod(0o755)
+    (venv / ".genexp-installed").touch()
+    demo = bench.run_demo(3, [f"VENV={venv}"])
+    assert demo["timed_out"] and demo["rc"] is None and demo["wall_s"] < 30
+    assert demo["metric_lines"] == ["fid/digits_lenet@2k 65.9"]
