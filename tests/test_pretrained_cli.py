@@ -206,3 +206,20 @@ def test_init_with_other_model_options_names_them(run, converted, tmp_path):
     res = run("train", "model=stylegan2", "data=digits", "data.channels=3", "data.resolution=32", f"init={path}",
               "logger=none", "metrics=[]", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.code == 2 and "does not fit" in res.err and "model.channel_base=1024" in res.err, res
+
+
+def test_which_reader_names_a_bad_file(tmp_path):
+    """A rosinality file with missing keys gets the rosinality reader's line; a torn or foreign torch
+    file gets genexp's checkpoint reader's."""
+    from genexp.errors import UserError
+    from genexp.pretrained.as_checkpoint import load_any_checkpoint
+
+    ros = tmp_path / "550000.pt"
+    torch.save({"g_ema": {"style.1.weight": torch.zeros(4, 4)}, "latent_avg": torch.zeros(4)}, ros)
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(b"PK\x03\x04 torn")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    for path, words in ((ros, "rosinality"), (torn, "cannot be read"), (foreign, "not written by genexp")):
+        with pytest.raises(UserError, match=words):
+            load_any_checkpoint(path)

@@ -113,6 +113,11 @@ def is_genexp_checkpoint(path: Path) -> bool:
         return False
 
 
+# What the reader says of a torch file that is rosinality's but cannot be used (any other failure of a
+# zip: a torn or foreign file, which genexp's own checkpoint reader names better).
+ROSINALITY_BUT_BAD = ("lacks rosinality tensor", "SWAGAN")
+
+
 def load_any_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A genexp checkpoint as it is, or an official network file converted (see the module doc).
 
@@ -131,6 +136,6 @@ def load_any_checkpoint(path: str | Path, map_location="cpu") -> dict:
         try:
             return checkpoint_from_network_file(path)
         except UserError as exc:
-            if "without rosinality's 'g_ema'" not in str(exc):  # a rosinality file, and a bad one
+            if any(sign in str(exc) for sign in ROSINALITY_BUT_BAD):  # a rosinality file, and a bad one
                 raise
     return load_checkpoint(path, map_location)
