@@ -55,6 +55,8 @@ bench-modes: install ## mode-collapse tables: ring/grid best config, every objec
 gpu-check: ## on one CUDA GPU, < 8 min: StyleGAN2 256² s/kimg, Inception throughput, demo -> docs/bench/gpu.json
 	scripts/gpu_check.sh
 
+bench-hostile: install ; OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_hostile.py ## kill/resume, kills during writes, signals, 60+ bad inputs and crafted files (docs/bench/hostile.json)
+
 lint: install ## ruff
 	$(BIN)/python -m ruff check genexp tests scripts
 
