@@ -211,8 +211,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     n, (out_ch, in_ch, k, _) = len(x), weight.shape
     dcoefs = None
     if demodulate:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (n, out)
+        # sum over (in, k, k) of (weight * style)^2 = styles^2 @ (weight^2 summed over k, k)^T: one small
+        # matmul, not the (n, out, in, k, k) modulated weights (their product, square and sum, and what
+        # backward keeps of them, were most of G's training step); float32 even under autocast
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            dcoefs = (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).T + 1e-8).rsqrt()  # (n, out)
     if not fused:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         w = weight.to(x.dtype)
