@@ -34,7 +34,8 @@ def data_overrides(name: str, tmp_path) -> list[str]:
     if name in ("images", "images_zip"):
         folder = make_folder(tmp_path / "imgs")
         path = make_zip(folder, tmp_path / "imgs.zip") if name == "images_zip" else folder
-        return ["data=images", f"data.path={path}", "data.resolution=8", "data.num_workers=0"]
+        # the folder mixes 8x8 and 16x16 images on purpose: convert them (refused by default)
+        return ["data=images", f"data.path={path}", "data.resolution=8", "data.num_workers=0", "data.mixed=convert"]
     if name == "digits32":
         return ["data=digits", "data.resolution=32"]
     return [f"data={name}"]

@@ -110,7 +110,7 @@ def from_images(cfg: DictConfig) -> tuple[SampleFn, DictConfig, int, dict]:
     if data_cfg.kind != "image":
         raise UserError(f"fake={cfg.fake}: generated images need image data; data={data_cfg.name} is {data_cfg.kind}")
     fakes = ImageFolderDataset(cfg.fake, int(data_cfg.resolution), int(data_cfg.channels), use_labels=False,
-                               key="fake")
+                               key="fake", scan=True, mixed=str(data_cfg.get("mixed", "refuse")))
     n = int(cfg.n) if cfg.get("n") else len(fakes)
     if n > len(fakes):
         raise UserError(f"n={n} but fake={cfg.fake} holds {len(fakes)} images: lower n or add images")

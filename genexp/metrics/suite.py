@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genexp import distributed
+from genexp.errors import UserError
 from genexp.metrics import cache, registry
 from genexp.metrics.ddp import empty_real_states, my_batches, one_tensor_per_list
 from genexp.metrics.extractors import MetricUnavailable
@@ -78,6 +79,8 @@ class MetricSuite:
                     warnings.filterwarnings("ignore", message=".*will save all extracted features")
                     self.metrics.append(kind(name, cfg, ctx))
             except MetricUnavailable as exc:
+                if isinstance(exc, UserError):  # a weight file the user named is wrong: theirs to fix, not to skip
+                    raise
                 self.skipped[name] = str(exc)
                 self.note(f"metric {name} skipped: {exc}")
         return other_kind
