@@ -492,11 +492,15 @@ def build_cases(r: Runner, fx: Path, finished: Path) -> list[Case]:
     (imgs / "torn.zip").write_bytes((imgs / "ok.zip").read_bytes()[:300])
     (imgs / "ok.zip").unlink()
     folder_cases.append(("torn zip", imgs / "torn.zip"))
+    # The labels once with the documented model.num_classes=${data.num_classes}, once with numbers.
+    folder_cases += [(name + " (num_classes=10)", path) for name, path in folder_cases if "label" in name]
     for name, path in folder_cases:
-        cond = ["model.num_classes=${data.num_classes}"] if "label" in name else []
+        cond = [] if "label" not in name else ["data.num_classes=10", "model.num_classes=10"] if "=10" in name \
+            else ["model.num_classes=${data.num_classes}"]
         add(f"images: {name}", "train", *TINY, "trainer.max_steps=2", "data=images", f"data.path={path}",
             "data.resolution=16", "data.batch_size=16", "data.num_workers=0", *cond,
-            o("img_" + name.replace(" ", "_").replace("^", "").replace("/", "")))
+            o("img_" + name.replace(" ", "_").replace("^", "").replace("/", "").replace("(", "").replace(")", "")
+              .replace("=", "")))
     add("mnist files missing offline", "train", *TINY, "trainer.max_steps=2", "data=mnist",
         f"data.root={fx / 'no_mnist'}", "data.download=false", o("mnist"))
 
