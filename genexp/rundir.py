@@ -215,9 +215,11 @@ def hydra_files(task_cfg) -> dict[str, str]:
 
     if not HydraConfig.initialized():
         return {}
-    # {"hydra": ...}, what Hydra saves; a plain copy, as Hydra's own is read-only
-    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg))
-    given = list(hydra_cfg.hydra.overrides.hydra)
+    # {"hydra": ...}, what Hydra saves; a plain copy, as Hydra's own is read-only. Read unresolved: an
+    # override may hold an interpolation of the job's config (model.num_classes=${data.num_classes}),
+    # which has nothing to resolve against here.
+    plain = OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False)
+    given = list(plain["hydra"]["overrides"]["hydra"])
     places = [i for i, o in enumerate(given) if o.startswith("hydra.output_subdir=")]
     if not places or given[places[-1]] != NO_HYDRA_SUBDIR:
         return {}  # not started by genexp.cli (a test, an API call): Hydra wrote .hydra/ itself
@@ -225,8 +227,8 @@ def hydra_files(task_cfg) -> dict[str, str]:
     subdir = given[places[-2]].split("=", 1)[1].strip("'\"") if len(places) > 1 else ".hydra"
     if subdir in ("null", "None", ""):
         return {}
-    hydra_cfg.hydra.output_subdir = subdir
-    hydra_cfg.hydra.overrides.hydra = given
+    plain["hydra"]["output_subdir"] = subdir
+    plain["hydra"]["overrides"]["hydra"] = given
     return {f"{subdir}/config.yaml": OmegaConf.to_yaml(task_cfg),
-            f"{subdir}/hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
-            f"{subdir}/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.hydra.overrides.task)))}
+            f"{subdir}/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create(plain)),
+            f"{subdir}/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(plain["hydra"]["overrides"]["task"])))}

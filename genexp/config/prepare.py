@@ -255,7 +255,19 @@ def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             return hydra_compose(command, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        if interrupted(exc):  # Ctrl-C while Hydra composed: Hydra wraps it; a stop, not a config error
+            raise KeyboardInterrupt from None
         raise UserError(one_line(exc) + plugin_hint(str(exc))) from None
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def plugin_hint(message: str) -> str:

@@ -273,3 +273,11 @@ def test_atomic_writes_keep_the_old_file_and_appends_keep_whole_lines(tmp_path, 
     log.write_line('{"step": 3}')
     log.close()
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n{"step": 3}\n'
+
+
+def test_an_override_with_an_interpolation_is_written_to_hydra_files(tmp_path):
+    """model.num_classes=${data.num_classes} (what genexp's own error suggests) in .hydra/ as given."""
+    out = tmp_path / "r"
+    code, _, err = train([*RUN, "trainer.max_steps=1", "model.num_classes=${data.num_classes}", f"hydra.run.dir={out}"])
+    assert code == 0, err
+    assert "model.num_classes=${data.num_classes}" in (out / ".hydra" / "overrides.yaml").read_text()
