@@ -186,9 +186,10 @@ GAN_LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml") if "family: g
 
 
 def test_the_other_families_losses_are_their_own():
-    """elbo, vq and nll belong to the VAE, VQ-VAE and likelihood families (their tests train them)."""
+    """elbo, vq, nll and edm belong to the VAE, VQ-VAE, likelihood and diffusion families (their tests
+    train them)."""
     others = {p.stem for p in (CONF / "loss").glob("*.yaml")} - set(GAN_LOSSES)
-    assert others == {"elbo", "vq", "nll"}
+    assert others == {"elbo", "vq", "nll", "edm"}
 
 
 @pytest.mark.parametrize("loss", GAN_LOSSES)
