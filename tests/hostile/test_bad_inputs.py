@@ -72,6 +72,7 @@ def test_empty_image_refused_at_start(run, tmp_path):
     assert "cannot be read: img100.png" in refused(zipped(folder))
 
 
+@pytest.mark.slow  # the scan's refusal is covered by test_empty_image_refused_at_start in the default run
 def test_one_pixel_image_among_16_pixel_ones_refused(run, tmp_path):
     folder = images(tmp_path / "imgs", [*RGB16, ((1, 1), "RGB")])
     line = one_error_line(train_on(run, folder, tmp_path))
@@ -81,6 +82,7 @@ def test_one_pixel_image_among_16_pixel_ones_refused(run, tmp_path):
     assert ds[5][0].shape == (3, 16, 16)
 
 
+@pytest.mark.slow  # the scan's refusal is covered by test_empty_image_refused_at_start in the default run
 def test_gray_among_rgb_refused(run, tmp_path, capsys):
     folder = images(tmp_path / "imgs", [*RGB16, ((16, 16), "L")])
     line = one_error_line(train_on(run, folder, tmp_path))

@@ -110,6 +110,7 @@ def test_simultaneous_trainings_in_one_run_dir_one_trains_the_others_are_refused
     assert not (out / ".genexp.lock").exists()
 
 
+@pytest.mark.slow  # several CLI runs; the lock itself is covered by test_simultaneous_trainings_... in the default run
 def test_two_resume_auto_jobs_at_once_one_continues_the_other_writes_nothing(finished, tmp_path):
     out = copy_of(finished, tmp_path)
     procs = [start([*LONG, "resume=auto", f"hydra.run.dir={out}"]) for _ in range(2)]
@@ -226,6 +227,7 @@ def test_a_read_error_is_not_a_torn_checkpoint(finished, monkeypatch):
         checkpoint.newest_good_checkpoint(finished / "checkpoints", note=print)
 
 
+@pytest.mark.slow  # several CLI runs; the lock itself is covered by test_simultaneous_trainings_... in the default run
 def test_max_steps_0_and_a_branch_from_a_finished_checkpoint_are_refused(finished, tmp_path):
     before = snapshot(finished)
     fresh = tmp_path / "zero"
