@@ -22,3 +22,15 @@ def first_line(exc: BaseException) -> str:
     """An unexpected exception as one line for run.json and sweep summaries: its type and first line."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def cause_of(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The ``kind`` exception behind ``exc`` (itself, or along its causes and contexts): Hydra wraps
+    what a constructor or a composition raised."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

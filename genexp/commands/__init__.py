@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from genexp.errors import Stopped, UserError
+from genexp.errors import Stopped, UserError, cause_of
 
 
 def run_command(command: str, cfg: DictConfig):
@@ -63,13 +63,7 @@ def owned_run_dir(command: str, cfg: DictConfig):
 
 def user_error_in(exc: BaseException | None) -> UserError | None:
     """The UserError behind ``exc``: Hydra's instantiate wraps what a constructor raises."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return cause_of(exc, UserError)
 
 
 def in_sweep() -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from genexp.errors import UserError
+from genexp.errors import UserError, cause_of
 
 # Hydra flags after which no job runs: nothing to check.
 _INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
@@ -255,19 +255,9 @@ def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             return hydra_compose(command, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        if interrupted(exc):  # Ctrl-C while Hydra composed: Hydra wraps it; a stop, not a config error
+        if cause_of(exc, KeyboardInterrupt):  # Ctrl-C while Hydra composed: a stop, not a config error
             raise KeyboardInterrupt from None
         raise UserError(one_line(exc) + plugin_hint(str(exc))) from None
-
-
-def interrupted(exc: BaseException | None) -> bool:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def plugin_hint(message: str) -> str:
