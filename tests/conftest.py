@@ -57,3 +57,19 @@ def compose(command: str, overrides: list[str]):
     from genexp.config.prepare import compose as _compose
 
     return _compose(command, overrides, CONF)
+
+
+OFFICIAL_FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2-official"
+
+
+def official_fixture(name: str) -> dict:
+    """One of the outputs NVIDIA's StyleGAN2 code computed (shared/fixtures/stylegan2-official):
+    skipped where shared/ is absent, a failure on CI, which always has it."""
+    import torch
+
+    path = OFFICIAL_FIXTURES / (name if name.endswith(".pt") else f"{name}.pt")
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"missing fixture {path}: CI has ../shared beside the clone")
+        pytest.skip(f"no fixture {path}")
+    return torch.load(path, weights_only=True)

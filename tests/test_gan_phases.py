@@ -6,7 +6,6 @@ losses, R1 penalties, path lengths and path-length mean."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from genexp.models.stylegan2_official import (
     generator_kwargs,
 )
 
-from .conftest import compose
+from .conftest import compose, official_fixture
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/stylegan2-official"
 OFFICIAL = "loss.schedule=[Gmain,Greg,Dmain,Dreg]"
@@ -150,12 +149,7 @@ def test_every_method_trains_in_the_official_order(overrides):
 
 @pytest.fixture(scope="module", params=["uncond32", "cond32_clamp"])
 def ref(request):
-    path = FIXTURES / f"{request.param}.pt"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"missing fixture {path}")
-        pytest.skip(f"no fixture {path}")
-    return torch.load(path, weights_only=True)
+    return official_fixture(request.param)
 
 
 def official_method(ref, pl_batch_shrink: int = 1):

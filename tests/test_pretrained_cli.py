@@ -17,16 +17,13 @@ from PIL import Image
 from genexp.pretrained.as_checkpoint import checkpoint_from_record, network_overrides
 from genexp.training.checkpoint import save_checkpoint
 
+from .conftest import official_fixture
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stylegan2-official"
 
 
 def fixture(name: str) -> dict:
-    path = FIXTURES / name
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: CI has ../shared beside the clone")
-        pytest.skip(f"{path} is not here")
-    return torch.load(path, weights_only=True)
+    return official_fixture(name)
 
 
 def record_of(fx: dict) -> dict:
@@ -157,7 +154,6 @@ def test_a_pickle_that_would_run_code_is_refused_everywhere(run, tmp_path):
 
     class Payload:
         def __reduce__(self):
-            import os
 
             return os.system, (f"touch {marker}",)
 

@@ -4,7 +4,6 @@ README), reproduced through genexp's importer of official kwargs and state dicts
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from genexp.models.stylegan2_official import (
     official_state_dict,
 )
 
+from .conftest import official_fixture
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/stylegan2-official"
 NAMES = ["uncond32", "cond32_clamp"]
 
@@ -33,12 +34,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module", params=NAMES)
 def ref(request):
-    path = FIXTURES / f"{request.param}.pt"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"missing fixture {path}")
-        pytest.skip(f"no fixture {path}")
-    return torch.load(path, weights_only=True)
+    return official_fixture(request.param)
 
 
 def nets(ref, which: str = "G"):
