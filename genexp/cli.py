@@ -19,6 +19,7 @@ COMMANDS = {
     "project": "invert a StyleGAN2 checkpoint on an image (w / w+): projected image, latent, PSNR",
     "report": "one table (console, CSV, Markdown) and one plot of every run in a sweep folder",
     "convert": "an official StyleGAN2 network file (NVIDIA pickle, TF pickle, rosinality .pt) as a genexp checkpoint",
+    "phema": "post-hoc EMA (EDM2): checkpoints of any EMA length from a run's trainer.phema snapshots",
 }
 
 USAGE = """\
@@ -40,6 +41,7 @@ examples:
   genexp report multirun/<date>/<time> --metric fid   # a sweep: table + report.png
   genexp sample ckpt=ffhq.pkl seeds=0-9 psi=0.7       # an official network: generate.py's images
   genexp convert ffhq.pkl ffhq.pt                     # the same network as a genexp checkpoint
+  genexp phema ckpt_dir=<run dir> sigma_rel=0.05,0.10 # post-hoc EMA lengths as checkpoints (<run>/phema/)
   genexp train --help                                 # config groups and every key
 
 Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...).
@@ -90,7 +92,7 @@ def run_main(argv: list[str] | None = None) -> None:
 
     from genexp.errors import UserError
 
-    if command in ("report", "convert"):  # read and write files; no config to compose
+    if command in ("report", "convert", "phema"):  # read and write files; no config to compose
         import importlib
 
         try:

@@ -29,11 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 from genexp import distributed
 from genexp.data.loader import InfiniteLoader
 from genexp.errors import Stopped
+from genexp.files import save_torch
 from genexp.logger import Console, RunLogger
 from genexp.methods.base import Method
 from genexp.metrics.registry import names_key
 from genexp.metrics.suite import MetricSuite, best_of, better
 from genexp.training.checkpoint import prune_steps, save_checkpoint
+from genexp.training.phema import PowerEMA, snapshot_path
 from genexp.training.runtime import rng_state, set_rng_state
 from genexp.viz import picture, save_png
 
@@ -103,6 +105,7 @@ class Trainer:
         if self.on_nan == "skip":
             for optimizer in method.optimizers.values():
                 skip_nonfinite_steps(optimizer, self.skipped)
+        self.phema = PowerEMA.from_config(cfg.get("phema"), method)  # post-hoc EMA tracks (None: off)
 
     def state(self) -> dict:
         """The checkpoint. Data-parallel: a collective (every rank's random state is gathered, so a
@@ -113,6 +116,8 @@ class Trainer:
                  "best_metrics": dict(self.best_metrics), "skipped_steps": self.skipped[0], **self.meta}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.phema is not None:
+            state["phema"] = self.phema.state_dict()
         if self.world.enabled:
             state["rng_ranks"] = distributed.gather_objects(rng)
             # a record that the ranks trained in step (and a loud note if they did not)
@@ -135,6 +140,8 @@ class Trainer:
                 torch.manual_seed(distributed.rank_seed(int(self.cfg.seed) + int(ckpt["step"]), self.world.rank))
         if self.scaler is not None and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.phema is not None:
+            self.phema.load_state_dict(ckpt.get("phema"))
         self.step = int(ckpt["step"])
         self.last_metrics = dict(ckpt.get("last_metrics", {}))
         self.best_metrics = dict(ckpt.get("best_metrics", {}))
@@ -151,6 +158,8 @@ class Trainer:
                 with self.autocast():
                     scalars = self.method.train_step(self.loader, self.step)
                 self.step += 1
+                if self.phema is not None:
+                    self.phema.update(self.step)
                 last = self.step == max_steps
                 for k, v in scalars.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
@@ -179,6 +188,8 @@ class Trainer:
                     logged.update(self.last_metrics)
                 if logged:
                     self.logger.log(self.step, logged)
+                if self.phema is not None and due(self.step, self.phema.every, last) and self.world.main:
+                    self.write_phema_snapshot()
                 if saving:
                     # steps not logged yet
                     self.check_finite(distributed.mean_values({k: float(v) for k, v in sums.items()}))
@@ -269,6 +280,16 @@ class Trainer:
             self.saved_step = self.step
             if self.cfg.get("keep_last"):
                 prune_steps(ckpt_dir, int(self.cfg.keep_last))
+
+    def write_phema_snapshot(self) -> None:
+        batch = ((self.meta.get("config") or {}).get("data") or {}).get("batch_size")
+        snapshot = self.phema.snapshot(self.step, batch, self.meta)
+        path = snapshot_path(self.run_dir, self.step)
+        try:
+            save_torch(snapshot, path)
+        except OSError as exc:  # a full disk costs a snapshot (a gap in what genexp phema combines), not the run
+            self.console.note(f"post-hoc EMA snapshot {path.name} at step {self.step} not written "
+                              f"({exc.strerror or exc}); training goes on")
 
     def write(self, path: Path, state: dict) -> bool:
         if not self.world.main:  # rank 0 writes; the others hold the same weights
