@@ -79,19 +79,14 @@ def test_metrics_skip_on_points_with_one_line():
 
 
 def test_inception_and_lpips_skip_with_what_to_provide_when_unavailable(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no Inception weights there
-    try:
-        import torchvision  # noqa: F401
-        lpips_here = True
-    except Exception:
-        lpips_here = False
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no Inception or LPIPS weights there
     notes = []
     suite({"fid": {"kind": "fid", "num_samples": 10, "extractor": "inception"},
                "lpips": {"kind": "lpips", "num_samples": 10, "net": "alex"}}, DigitsDataset(), notes=notes)
-    assert len(notes) == 2 - lpips_here and all("\n" not in n for n in notes)
+    assert len(notes) == 2 and all("\n" not in n for n in notes)
     assert "metric fid skipped" in notes[0] and "weights-inception-2015-12-05-6726825d.pth" in notes[0]
-    if not lpips_here:
-        assert "genexp[gpu]" in notes[1]
+    assert "metric lpips skipped" in notes[1] and str(tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth") in notes[1]
+    assert "metrics.lpips.weights=" in notes[1]
 
 
 def test_missing_weight_file_names_it():
@@ -247,16 +242,15 @@ def test_an_unwritable_cache_is_one_note_and_the_evaluation_goes_on(tmp_path):
     assert len(notes) == 1 and notes[0].startswith("reference statistics not cached")
 
 
-def test_paired_lpips_compares_each_image_with_its_original(monkeypatch):
-    """The pairing, with torchmetrics' MSE standing in for LPIPS (which needs torchvision)."""
-    from torchmetrics import MeanSquaredError
+def test_paired_lpips_compares_each_image_with_its_original(tmp_path):
+    """The pairing, through LPIPS-alex on random backbone weights (tests/test_lpips.py checks the numbers)."""
+    from .test_lpips import write_weights
 
-    import genexp.metrics.lpips_net as lpips_net
     import genexp.metrics.suite as suite_module
 
-    monkeypatch.setattr(lpips_net, "lpips_metric", lambda net: MeanSquaredError())
+    weights = str(write_weights("alex", tmp_path))
     data = DigitsDataset(resolution=16)
-    cfg = {"lpips": {"kind": "lpips", "mode": "paired", "num_samples": 300, "net": "alex"}}
+    cfg = {"lpips": {"kind": "lpips", "mode": "paired", "num_samples": 300, "net": "alex", "weights": weights}}
     position = {"i": 0}
 
     def in_order(shift):
@@ -270,8 +264,8 @@ def test_paired_lpips_compares_each_image_with_its_original(monkeypatch):
     exact = s.compute(in_order(0))
     position["i"] = 0
     shifted = s.compute(in_order(1))
-    assert exact == {"lpips_recon/alex@300": 0.0}
-    assert shifted["lpips_recon/alex@300"] > 0.05
+    assert exact == {"lpips_recon/alex-64px@300": 0.0}  # 16 px digits: under AlexNet's 31 px, seen at 64
+    assert shifted["lpips_recon/alex-64px@300"] > 0.05
     with pytest.raises(Exception, match="mode=sideways"):
         suite_module.MetricSuite(OmegaConf.create({"lpips": {**cfg["lpips"], "mode": "sideways"}}), data, DATA_CFG,
                                  torch.device("cpu"), lambda line: (_ for _ in ()).throw(ValueError(line)))
