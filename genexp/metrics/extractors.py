@@ -2,10 +2,11 @@
 
 An extractor is an nn.Module mapping images in [-1, 1] (N, C, H, W) to features
 (N, D) or class logits (N, K), with ``num_features`` set (torchmetrics reads it).
-Three sources: genexp's shipped classifiers (digits_lenet, mnist_lenet), the FID Inception-v3
-(metrics/inception.py, weights from a path or the standard download), and any module a user
-names with ``_target_``. Where one cannot be built here (a weight file is missing, say),
-building it raises MetricUnavailable with the line that tells the user what to provide.
+Four sources: genexp's shipped classifiers (digits_lenet, mnist_lenet), the FID Inception-v3
+(metrics/inception.py), DINOv2 ViT-B/14 and ViT-L/14 (metrics/dinov2.py; FD_DINOv2), the last two
+with weights from a path or the standard download, and any module a user names with ``_target_``.
+Where one cannot be built here (a weight file is missing, say), building it raises
+MetricUnavailable with the line that tells the user what to provide.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from genexp.errors import UserError
 from genexp.metrics.classifiers import DigitsLeNet, MnistLeNet, SmallClassifier
+from genexp.metrics.dinov2 import ARCHS as DINOV2
 from genexp.metrics.resize import FILTERS
 from genexp.metrics.rng import BUILD_SEED, own_rng
 
@@ -137,7 +139,11 @@ def asset_path(name: str) -> Path:
 
 
 def short_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    h = hashlib.sha256()
+    with path.open("rb") as f:  # in blocks: a DINOv2-L file is 1.2 GB
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:8]
 
 
 def state_hash(net: nn.Module) -> str:
@@ -196,8 +202,33 @@ def _build_extractor(name, output: str, weights: str | None, resize: str | None,
         return ClassifierFeatures(net, output), ident
     if name == "inception":
         return build_inception(output, weights, resize or "tf1_bilinear", download)
-    raise MetricUnavailable(f"unknown extractor '{name}': use auto, {', '.join(NETS)}, inception "
-                            "or {_target_: your.module.Class}")
+    if name in DINOV2:
+        return build_dinov2(name, output, weights, resize, download)
+    raise MetricUnavailable(f"unknown extractor '{name}': use auto, {', '.join(NETS)}, inception, "
+                            f"{', '.join(DINOV2)} or {{_target_: your.module.Class}}")
+
+
+def locate_weights(weights: str | None, default: Path, url: str, what: str, wanted: str, download: bool) -> Path:
+    """A network's weight file: ``weights`` when given, else ``default`` (torch hub's cache), downloaded
+    there from ``url`` unless downloads are off (download=false, GENEXP_OFFLINE=1)."""
+    from genexp.metrics import inception
+
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MetricUnavailable(f"the {what} weights are missing at {path}: provide {wanted} there (from {url})")
+        return path
+    if default.is_file():
+        return default
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0") or not download:
+        raise MetricUnavailable(f"no {what} weights at {default} and downloads are off: put {wanted} "
+                                "there or set metrics.<name>.weights=/path/to/it")
+    try:
+        inception.download(url, default)
+    except Exception as exc:
+        raise MetricUnavailable(f"the {what} weights could not be downloaded ({type(exc).__name__}): "
+                                f"fetch {url} and set metrics.<name>.weights=/path/to/it") from None
+    return default
 
 
 def build_inception(output: str, weights: str | None, resize: str, download: bool) -> tuple[nn.Module, dict]:
@@ -206,29 +237,35 @@ def build_inception(output: str, weights: str | None, resize: str, download: boo
     from genexp.metrics import inception
 
     wanted = "weights-inception-2015-12-05-6726825d.pth (torch-fidelity) or pt_inception-2015-12-05-6726825d.pth"
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise MetricUnavailable(f"the Inception weights are missing at {path}: provide {wanted} there "
-                                    f"(from {inception.WEIGHTS_URL})")
-    else:
-        path = inception.default_weights_path()
-        if not path.is_file():
-            offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0") or not download
-            if offline:
-                raise MetricUnavailable(f"no Inception weights at {path} and downloads are off: put {wanted} "
-                                        "there or set metrics.<name>.weights=/path/to/it")
-            try:
-                inception.download(inception.WEIGHTS_URL, path)
-            except Exception as exc:
-                raise MetricUnavailable(f"the Inception weights could not be downloaded ({type(exc).__name__}): "
-                                        f"fetch {inception.WEIGHTS_URL} and set metrics.<name>.weights=/path/to/it"
-                                        ) from None
+    path = locate_weights(weights, inception.default_weights_path(), inception.WEIGHTS_URL, "Inception", wanted,
+                          download)
     net = inception.FIDInceptionV3()
     inception.load_state(net, path)
     ident = {"name": "inception", "sha256": short_hash(path), "input": f"{inception.INPUT_SIZE}px RGB from uint8",
              "resize": resize}
     return inception.InceptionFeatures(net, output, resize), ident
+
+
+def build_dinov2(name: str, output: str, weights: str | None, resize: str | None,
+                 download: bool) -> tuple[nn.Module, dict]:
+    """DINOv2 from the official ``<name>_pretrain.pth``: ``weights``, else torch hub's cache (where
+    torch.hub.load keeps it), else downloaded there unless offline."""
+    from genexp.metrics import dinov2
+
+    if output != "features":
+        raise MetricUnavailable(f"{name} gives features, not class logits: use it for fid / kid / pr, "
+                                "and inception (or a classifier) for is")
+    url = dinov2.URL.format(name=name)
+    path = locate_weights(weights, Path(torch.hub.get_dir()) / "checkpoints" / dinov2.weights_file(name), url,
+                          f"DINOv2 {name}", dinov2.weights_file(name), download)
+    with torch.device("meta"):  # no random initialisation of 86-304 M parameters that the file overwrites
+        net = dinov2.DinoVisionTransformer(name)
+    dinov2.load_state(net, path, name)
+    filter = resize or dinov2.STANDARD_RESIZE
+    ident = {"name": name, "sha256": short_hash(path),
+             "input": f"{dinov2.INPUT_SIZE}px RGB from uint8, [0, 1] then ImageNet mean/std",
+             "feature": f"final-norm class token ({net.num_features})", "resize": filter}
+    return dinov2.DinoFeatures(net, filter), ident
 
 
 def build_user(spec, weights: str | None, example: torch.Tensor | None) -> tuple[nn.Module, dict]:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genexp.metrics.dinov2 import ARCHS
+from genexp.metrics.dinov2 import STANDARD_RESIZE as DINOV2_RESIZE
 from genexp.metrics.extractors import build_extractor, resolve_name
 from genexp.metrics.registry import Context, MetricKind, count_label
 
-STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear"}
+STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mnist_lenet": "bilinear",
+                   **dict.fromkeys(ARCHS, DINOV2_RESIZE)}
 
 
 def build_features(cfg, ctx: Context, output: str) -> tuple[nn.Module, dict]:
