@@ -287,3 +287,58 @@ def test_equals_torchmetrics_lpips_with_torchvision(net, weight_files):
     theirs.update(a, b)
     ours.update(a, b)
     assert abs(float(theirs.compute()) - float(ours.compute())) < 1e-6
+
+
+def project_distance(overrides: list[str], data: str = "digits"):
+    from omegaconf import OmegaConf
+
+    from genexp.commands.project import build_distance
+
+    from .conftest import compose
+
+    cfg = compose("project", ["ckpt=c.pt", "target=t.png", *overrides])
+    notes: list[str] = []
+    distance, name = build_distance(cfg, OmegaConf.create({"data": {"name": data}}), torch.device("cpu"), notes.append)
+    return distance, name, notes
+
+
+def test_project_distance_lpips_and_what_auto_falls_back_to_offline(tmp_path, monkeypatch, weight_files):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no weights in torch hub's cache
+    a, b = pair("vgg", n=1, seed=5)
+    distance, name, notes = project_distance(["distance=auto", f"lpips_weights={weight_files['vgg']}"])
+    assert name == "lpips_vgg + 1 * mse" and not notes
+    want = reference_lpips("vgg", random_state("vgg"), a, b) + F.mse_loss(a.double(), b.double())
+    assert abs(float(distance(a, b)) - float(want)) < 1e-6
+    # auto without LPIPS weights: the data's own classifier, then pixels; one line says which and why
+    _, name, notes = project_distance(["distance=auto"])
+    assert name.startswith("1 * mse + feature distance (digits_lenet") and len(notes) == 1
+    assert "LPIPS-vgg cannot run here" in notes[0] and "lpips_weights=" in notes[0]
+    _, name, notes = project_distance(["distance=auto"], data="ffhq")  # Inception's weights are not here either
+    assert name == "mse" and len(notes) == 1 and "\n" not in notes[0]
+    assert "lpips_weights=" in notes[0] and "features_weights=" in notes[0] and "metrics.<name>" not in notes[0]
+
+
+def test_project_distances_asked_for_say_which_option_to_set(tmp_path, monkeypatch, weight_files):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(UserError, match=r"distance=lpips: no LPIPS-vgg backbone weights at .*lpips_weights="):
+        project_distance(["distance=lpips"])
+    with pytest.raises(UserError) as exc:
+        project_distance(["distance=mse+features", "features=inception"])
+    assert "features_weights=" in one_line(exc) and "metrics.<name>" not in one_line(exc)
+    with pytest.raises(UserError, match="vgg16-397923af.pth"):  # another net's file: refused, never a fallback
+        project_distance(["distance=auto", f"lpips_weights={weight_files['alex']}"])
+
+
+def test_eval_scores_reconstructions_with_lpips(run, tmp_path, weight_files):
+    """genexp eval, paired LPIPS of a folder of 'reconstructions' against their originals, end to end."""
+    from .test_eval_images import metrics_of, torch_rand, write_pngs
+
+    originals = write_pngs(tmp_path / "orig", torch_rand(4))  # identical images give 0: tested above
+    noisy = write_pngs(tmp_path / "recon", (torch_rand(4) + 0.3 * torch.rand(4, 1, 16, 16)).clamp(-1, 1))
+    common = ["data=images", f"data.path={originals}", "data.resolution=16", "data.channels=1", "metrics=[lpips]",
+              "metrics.lpips.mode=paired", f"metrics.lpips.weights={weight_files['alex']}", "trainer.progress=plain"]
+    res = run("eval", *common, f"fake={noisy}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert res.code == 0, res
+    record = metrics_of(tmp_path / "e")
+    assert record["metrics"]["lpips_recon/alex-64px@4"] > 0.01  # 16 px images: AlexNet sees them at 64
+    assert record["protocol"]["metrics"]["lpips_recon/alex-64px@4"]["backbone"] == "alexnet-owt-7be5be79.pth"

@@ -21,7 +21,8 @@ from genexp.data.base import resize
 from genexp.errors import UserError
 from genexp.files import atomic_write_text, save_npz, save_torch
 from genexp.logger import Console
-from genexp.metrics.suite import rgb
+from genexp.metrics.extractors import MetricUnavailable, WeightsError
+from genexp.metrics.lpips_net import build_lpips
 from genexp.training.runtime import resolve_device
 from genexp.viz import image_grid, save_png
 
@@ -41,7 +42,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if method.num_classes:
         raise UserError("genexp project inverts unconditional generators; this checkpoint's is class-conditional")
     target = load_target(cfg.target, G.resolution, G.channels).to(device)
-    distance, loss_name = build_distance(cfg, train_cfg, device)
+    distance, loss_name = build_distance(cfg, train_cfg, device, console.note)
     console.info(f"projecting {cfg.target} into {cfg.space} of {cfg.ckpt} for {cfg.steps} steps; loss: {loss_name}")
     torch.manual_seed(int(cfg.seed))
     ws, noise, frames = project(G, target, distance, cfg, console)
@@ -49,7 +50,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         image = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
     out = run_dir()
     report = quality(image, target)
-    report.update(distance_report(image, target, loss_name))
+    report.update(distance_report(image, target, cfg))
     save_png(image_grid(torch.cat([target, image]).cpu(), 2), out / "projected.png")
     save_png(image_grid(torch.cat(frames + [target.cpu()]), len(frames) + 1), out / "progress.png")
     latent = {"ws": ws.detach().cpu(), "space": cfg.space,
@@ -83,40 +84,66 @@ def load_target(path: str, resolution: int, channels: int) -> torch.Tensor:
     return resize(x.unsqueeze(0), resolution)
 
 
-def build_distance(cfg: DictConfig, train_cfg: DictConfig, device):
-    """(callable(image, target) -> loss, name), the name saying exactly what is minimised."""
-    from genexp.metrics.extractors import MetricUnavailable, build_extractor, resolve_name
-    from genexp.metrics.ppl import FeatureDistance, build_lpips
+def build_distance(cfg: DictConfig, train_cfg: DictConfig, device, note=print):
+    """(callable(image, target) -> loss, name), the name saying exactly what is minimised.
 
+    distance=auto takes the first that can run here: LPIPS, pixel MSE + the feature distance of
+    ``features``, pixel MSE alone; ``note`` gets one line saying which and why, when it is not LPIPS."""
     kind, mse_weight = cfg.distance, float(cfg.mse_weight)
     if kind not in ("auto", "lpips", "mse", "mse+features"):
         raise UserError(f"distance={kind}: use auto, lpips, mse or mse+features")
+    why_not = []
     if kind in ("auto", "lpips"):
         try:
-            lpips = build_lpips("vgg", None).to(device)
-
-            def lpips_loss(image, target):
-                # LPIPS sees at most 256 px, as the projector downsamples
-                if image.shape[-1] > 256:
-                    image, target = F.interpolate(image, 256, mode="area"), F.interpolate(target, 256, mode="area")
-                image, target = rgb(image), rgb(target)
-                return lpips(image, target).mean() + mse_weight * F.mse_loss(image, target)
-            return lpips_loss, f"lpips_vgg + {mse_weight:g} * mse"
-        except Exception as exc:
+            return lpips_distance(cfg, mse_weight, device)
+        except WeightsError:
+            raise  # a file the user named is not the backbone's: theirs to fix, not to fall back from
+        except MetricUnavailable as exc:
             if kind == "lpips":
-                raise UserError(f"distance=lpips needs torchvision and the LPIPS-vgg weights ({type(exc).__name__}): "
-                                "pip install 'genexp[gpu]', or distance=mse+features / distance=mse") from None
-            kind = "mse+features"
-    if kind == "mse":
-        return (lambda image, target: F.mse_loss(image, target)), "mse"
+                raise UserError(f"distance=lpips: {exc}; or distance=mse+features / distance=mse") from None
+            why_not.append(f"LPIPS-{cfg.lpips_net} cannot run here ({exc})")
+    if kind in ("auto", "mse+features"):
+        try:
+            distance, name = feature_distance(cfg, train_cfg, mse_weight, device)
+        except WeightsError:
+            raise
+        except MetricUnavailable as exc:
+            if kind == "mse+features":
+                raise UserError(f"distance=mse+features with features={cfg.features}: {exc}") from None
+            why_not.append(f"features={cfg.features} cannot run here ({exc})")
+        else:
+            if why_not:
+                note(f"distance=auto minimises {name}: {'; '.join(why_not)}")
+            return distance, name
+    if why_not:
+        note(f"distance=auto minimises pixel MSE alone: {'; '.join(why_not)}")
+    return (lambda image, target: F.mse_loss(image, target)), "mse"
+
+
+def lpips_distance(cfg: DictConfig, mse_weight: float, device):
+    lpips = build_lpips(cfg.lpips_net, cfg.lpips_weights, bool(cfg.download), "lpips_weights").to(device)
+
+    def lpips_loss(image, target):
+        # LPIPS sees at most 256 px, as the projector downsamples
+        if image.shape[-1] > 256:
+            image, target = F.interpolate(image, 256, mode="area"), F.interpolate(target, 256, mode="area")
+        return lpips(image, target).mean() + mse_weight * F.mse_loss(image, target)
+    return lpips_loss, f"lpips_{cfg.lpips_net} + {mse_weight:g} * mse"
+
+
+def feature_distance(cfg: DictConfig, train_cfg: DictConfig, mse_weight: float, device):
+    from genexp.metrics.extractors import build_extractor, resolve_name
+    from genexp.metrics.ppl import FeatureDistance
+
     name = resolve_name(cfg.features, train_cfg.data.get("name"))
     try:
-        extractor, ident = build_extractor(name, "features")
+        extractor, ident = build_extractor(name, "features", cfg.features_weights, download=bool(cfg.download))
     except MetricUnavailable as exc:
-        raise UserError(f"distance=mse+features with features={cfg.features}: {exc}") from None
-    feature_distance = FeatureDistance(extractor.to(device))
-    return ((lambda image, target: mse_weight * F.mse_loss(image, target) + feature_distance(image, target).mean()),
-            f"{mse_weight:g} * mse + feature distance ({ident['name']}; LPIPS unavailable here)")
+        # the extractors speak of the metrics' option; here the file is project's own features_weights
+        raise type(exc)(str(exc).replace("metrics.<name>.weights", "features_weights")) from None
+    features = FeatureDistance(extractor.to(device))
+    return ((lambda image, target: mse_weight * F.mse_loss(image, target) + features(image, target).mean()),
+            f"{mse_weight:g} * mse + feature distance ({ident['name']})")
 
 
 def w_statistics(G, samples: int = 10000) -> tuple[torch.Tensor, float]:
@@ -189,13 +216,14 @@ def quality(image: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return {"mse": mse, "psnr_db": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
 
-def distance_report(image: torch.Tensor, target: torch.Tensor, loss_name: str) -> dict[str, float]:
-    """LPIPS (alex) of the result when it can run here; otherwise nothing, and the note says so."""
+def distance_report(image: torch.Tensor, target: torch.Tensor, cfg: DictConfig) -> dict[str, float]:
+    """LPIPS (lpips_net) of the result where its weights are here; otherwise nothing (the loss line says
+    what was minimised)."""
     try:
-        from genexp.metrics.suite import lpips_metric
-
-        metric = lpips_metric("alex").to(image.device)
-        metric.update(rgb(image.clamp(-1, 1)), rgb(target.clamp(-1, 1)))
-        return {"lpips_alex": float(metric.compute())}
-    except Exception:
+        lpips = build_lpips(cfg.lpips_net, cfg.lpips_weights, bool(cfg.download), "lpips_weights").to(image.device)
+    except WeightsError:
+        raise
+    except MetricUnavailable:
         return {}
+    with torch.no_grad():
+        return {f"lpips_{cfg.lpips_net}": float(lpips(image.clamp(-1, 1), target.clamp(-1, 1)).mean())}
