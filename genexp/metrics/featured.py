@@ -3,7 +3,10 @@ sample minimum, and torchmetrics' real-side states for the cache."""
 
 from __future__ import annotations
 
+import json
+
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from genexp.metrics.dinov2 import ARCHS
@@ -16,9 +19,45 @@ STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mni
 
 
 def build_features(cfg, ctx: Context, output: str) -> tuple[nn.Module, dict]:
+    """The extractor ``cfg`` names, built once per suite: metrics that name the same network, weights,
+    filter and output (FID, KID, PR on one extractor) share one module and so one pass per image."""
     name = resolve_name(cfg.get("extractor", "auto"), ctx.data_cfg.name)
-    return build_extractor(name, output, cfg.get("weights"), cfg.get("resize"), bool(cfg.get("download", True)),
-                           ctx.example())
+    spec = OmegaConf.to_container(name, resolve=True) if OmegaConf.is_config(name) else name
+    same = json.dumps([spec, output, cfg.get("weights"), cfg.get("resize")], sort_keys=True, default=str)
+    if same not in ctx.extractors:
+        module, ident = build_extractor(name, output, cfg.get("weights"), cfg.get("resize"),
+                                        bool(cfg.get("download", True)), ctx.example())
+        ctx.extractors[same] = SharedPass(module), ident
+    module, ident = ctx.extractors[same]
+    return module, dict(ident)
+
+
+class SharedPass(nn.Module):
+    """An extractor read by several metrics: the suite hands each of them the same batch (or a leading
+    slice of it), and a repeat gets the features of the last batch instead of another forward pass.
+
+    The batch itself is kept with its features, not only its address, so no other tensor can take its memory
+    while it is kept; and with its version then, since an in-place write (a sampler that refills one buffer)
+    bumps the counter it shares with its views: kept features are never stale.
+    A slice of the kept features is the slice's features because extractors (in eval mode) are per image."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.num_features = net, net.num_features
+        self.kept: tuple[torch.Tensor, int, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kept is not None and leading_slice(x, *self.kept[:2]):
+            return self.kept[2][: len(x)]
+        features = self.net(x)
+        self.kept = (x, x._version, features)
+        return features
+
+
+def leading_slice(x: torch.Tensor, of: torch.Tensor, version: int) -> bool:
+    """Is ``x`` the tensor ``of`` or its first rows, unwritten since ``of`` was at ``version``?"""
+    return (x.device == of.device and x.dtype == of.dtype and x.shape[1:] == of.shape[1:] and len(x) <= len(of)
+            and x.stride() == of.stride() and x.data_ptr() == of.data_ptr() and x._version == version)
 
 
 def feature_key(prefix: str, ident: dict, n: int) -> str:

@@ -38,6 +38,8 @@ class Context:
     # (training's progress evaluations, whose trainer.eval_samples is often small on purpose).
     small: str = "note"
     noted: set = field(default_factory=set)
+    # Extractors built so far, by what names them: metrics that read one network share it (metrics/featured.py).
+    extractors: dict = field(default_factory=dict)
 
     def example(self) -> torch.Tensor:
         """Two real images, to size a user extractor's output."""

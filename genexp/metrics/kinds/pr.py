@@ -1,16 +1,20 @@
-"""Improved precision and recall (Kynkaanniemi et al. 2019) on extractor features (metrics/precision_recall.py)."""
+"""Improved precision and recall (Kynkaanniemi et al. 2019) on extractor features and, with
+``density_coverage=true`` (conf/metrics/prdc.yaml), density and coverage (Naeem et al. 2020) from the same
+stored features, real radii and real-fake distance pass (metrics/precision_recall.py)."""
 
 from __future__ import annotations
 
 from genexp.metrics.featured import TorchmetricsKind, build_features, feature_key
 from genexp.metrics.registry import MAX, Context, register
 
+STATISTICS = ("precision", "recall", "density", "coverage")
+
 
 @register
 class PrecisionRecallKind(TorchmetricsKind):
     kind = "pr"
     keeps_reference = True
-    directions = {"precision/": MAX, "recall/": MAX}
+    directions = {f"{s}/": MAX for s in STATISTICS}
 
     def __init__(self, name: str, cfg, ctx: Context):
         from genexp.metrics.precision_recall import PrecisionRecall
@@ -21,16 +25,27 @@ class PrecisionRecallKind(TorchmetricsKind):
         self.features, self.num_samples = int(module.num_features), n
         self.key = feature_key("pr", ident, n)
         k = int(cfg.get("k", 3))
-        self.protocol = {"extractor": ident, "num_fake": n, "num_real": n_real, "k": k}
+        self.statistics = STATISTICS if cfg.get("density_coverage", False) else STATISTICS[:2]
+        self.protocol = {"extractor": ident, "num_fake": n, "num_real": n_real, "k": k,
+                         "ties": "precision/recall count distance == radius as inside (<=)"}
+        dc_k = None
+        if "density" in self.statistics:
+            dc_k = int(cfg.get("density_coverage_k", 5))
+            self.protocol.update({"density_coverage_k": dc_k,
+                                  "ties": "precision/recall: distance == radius inside (<=); "
+                                          "density/coverage: outside (<, as the prdc package)"})
+        neighbours = max(k, dc_k or k)
         self.protocol.update(ctx.check_count(name, self.key, cfg, {"generated": n, "real": n_real},
-                                             max(self.features, k + 1),
+                                             max(self.features, neighbours + 1),
                                              f"genexp asks for at least the {self.features} feature dimensions"))
-        self.metric = PrecisionRecall(feature=module, k=k, reset_real_features=False).to(ctx.device)
+        block_rows = cfg.get("block_rows")
+        self.metric = PrecisionRecall(feature=module, k=k, dc_k=dc_k,
+                                      block_rows=int(block_rows) if block_rows else None,
+                                      reset_real_features=False).to(ctx.device)
 
     def keys(self) -> list[str]:
-        return [self.key.replace("pr/", "precision/", 1), self.key.replace("pr/", "recall/", 1)]
+        return [self.key.replace("pr/", f"{s}/", 1) for s in self.statistics]
 
     def compute(self) -> dict[str, float]:
-        precision, recall = self.metric.compute()
-        p_key, r_key = self.keys()
-        return {p_key: float(precision), r_key: float(recall)}
+        values = self.metric.compute()
+        return {key: float(values[s]) for s, key in zip(self.statistics, self.keys())}
