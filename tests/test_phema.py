@@ -98,7 +98,7 @@ def test_sigma_rel_and_gamma_follow_the_paper():
 def test_reconstruction_matches_the_direct_ema():
     """Two tracks (0.05, 0.10) snapshotted every 50 of 1000 steps. Measured here: the error of the
     reconstructed 0.07 / 0.15 is 0.04% / 0.12% of the distance between the 0.05 and 0.10 EMAs (and
-    about 1% / 4% of that between the EMA and the one 0.01 longer); the stored lengths come back to ~1e-13."""
+    0.2% / 0.6% of that between the EMA and the one 0.01 longer); the stored lengths come back to ~1e-13."""
     W = toy_weights()
     _, snapshots = tracked(W, [0.05, 0.10], every=50)
     profiles = [(float(t), paper_gamma(s)) for t, _ in snapshots for s in (0.05, 0.10)]
@@ -110,7 +110,7 @@ def test_reconstruction_matches_the_direct_ema():
         error = np.linalg.norm(x @ stack - want)
         neighbour = np.linalg.norm(want - direct_ema(W, paper_gamma(sigma_rel + 0.01)))
         assert error < bound * spread, (sigma_rel, error / spread)
-        assert error < 0.1 * neighbour, (sigma_rel, error / neighbour)
+        assert error < 0.02 * neighbour, (sigma_rel, error / neighbour)
         assert 0 < residual < 0.01
     for k, sigma_rel in enumerate((0.05, 0.10)):
         x, residual = solve_coefficients(profiles, (1000.0, gamma_of(sigma_rel)))
@@ -247,3 +247,15 @@ def test_lengths_the_tracks_cannot_express_and_bad_training_options(tmp_path, ca
         train(plain, 4, 4, resume=plain / "checkpoints" / "last.pt")
     with pytest.raises(UserError, match="the run's tracks are"):
         train(run_dir, 4, 4, ["trainer.phema.sigma_rels=[0.05,0.2]"], resume=run_dir / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("overrides, nets", [(["experiment=edm_digits"], {"net": "net_ema"}),
+                                             (["model=bigan"], {"G": "G_ema", "E": "E_ema"}),
+                                             (["model=realnvp", "data=digits8"], {"flow": "flow"})])
+def test_each_family_tracks_the_nets_it_samples_with(overrides, nets):
+    """The net the family's EMA averages (written into its EMA copy), or the whole model where there is none."""
+    from genexp.methods import build_method
+    from genexp.training.phema import tracked_nets
+
+    method = build_method(copy.deepcopy(composed(tuple(overrides))), torch.device("cpu"))
+    assert tracked_nets(method) == nets
