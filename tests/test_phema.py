@@ -63,7 +63,8 @@ def tracked(W: np.ndarray, sigma_rels, every: int):
 def toy_weights(T=1000, dim=32, seed=0) -> np.ndarray:
     """A drifting random walk, like weights late in training."""
     rng = np.random.default_rng(seed)
-    return np.cumsum(rng.normal(size=(T, dim)), axis=0) / np.sqrt(T) + np.linspace(0, 1, T)[:, None] * rng.normal(size=dim)
+    walk = np.cumsum(rng.normal(size=(T, dim)), axis=0) / np.sqrt(T)
+    return walk + np.linspace(0, 1, T)[:, None] * rng.normal(size=dim)
 
 
 def test_update_is_the_closed_form_power_function_average():
@@ -129,7 +130,7 @@ DIGITS_GAN = [*COMMON, "model.generator.base_channels=8", "model.discriminator.b
 DIGITS_VAE = [*COMMON, "data=digits8", "model=vae", "model.hidden=32", "data.batch_size=8"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def composed(overrides: tuple[str, ...]):
     from omegaconf import open_dict
 

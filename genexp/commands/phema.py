@@ -114,8 +114,8 @@ def main(args: list[str]) -> None:
     steps = snapshot_steps(snaps)
     at = number("step", opts["step"], int) if opts.get("step") else max(steps)
     if at not in steps:
-        raise UserError(f"step={at}: no snapshot at that step in {snaps} (there are {', '.join(map(str, list(steps)[-5:]))}"
-                        f"{' ...' if len(steps) > 5 else ''})")
+        newest_steps = ", ".join(map(str, list(steps)[-5:]))
+        raise UserError(f"step={at}: no snapshot at that step in {snaps} (the newest are {newest_steps})")
     used = {s: p for s, p in steps.items() if s <= at}
     max_residual = number("max_residual", opts.get("max_residual", "0.25"))
     newest = read_snapshot(used[at])
@@ -150,7 +150,7 @@ def main(args: list[str]) -> None:
     nets = dict(newest["nets"])
     out_dir = Path(opts["out"]) if opts.get("out") else run / "phema"
     suffix = "" if at == max(steps) else f"-step_{at:06d}"
-    for (s, x, residual), weights in zip(plans, sums):
+    for (s, _, residual), weights in zip(plans, sums):
         ckpt = dict(base, method={**base["method"], "modules": dict(modules)})
         target = ckpt["method"]["modules"]
         for key, value in {**weights, **newest["buffers"]}.items():
@@ -167,9 +167,10 @@ def main(args: list[str]) -> None:
             ph_save(ckpt, path)
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        tracks = ", ".join(f"{v:.3f}" for v in stored_sigmas)
         print(f"sigma_rel {s:.3f} (gamma {ph.gamma_of(s):.2f}) at step {at}: {len(used)} snapshots (steps "
-              f"{min(used)}-{at}) x {len(gammas)} tracks (sigma_rel {', '.join(f'{v:.3f}' for v in stored_sigmas)}), residual "
-              f"{100 * residual:.2f}% -> {path}")
+              f"{min(used)}-{at}) x {len(gammas)} tracks (sigma_rel {tracks}), "
+              f"residual {100 * residual:.2f}% -> {path}")
 
 
 def ph_save(ckpt: dict, path: Path) -> None:

@@ -118,7 +118,8 @@ class PowerEMA:
         try:
             values = [float(s) for s in sigma_rels]
         except (TypeError, ValueError):
-            raise UserError(f"trainer.phema.sigma_rels={sigma_rels}: give EMA lengths as numbers, e.g. [0.05,0.10]") from None
+            raise UserError(f"trainer.phema.sigma_rels={sigma_rels}: give EMA lengths as numbers, e.g. "
+                            "[0.05,0.10]") from None
         bad = [s for s in values if not 0.0 < s < SIGMA_REL_MAX]
         if bad or len(set(values)) != len(values):
             raise UserError(f"trainer.phema.sigma_rels={values}: give distinct EMA lengths in (0, {SIGMA_REL_MAX:.3f}) "
