@@ -342,3 +342,34 @@ def test_eval_scores_reconstructions_with_lpips(run, tmp_path, weight_files):
     record = metrics_of(tmp_path / "e")
     assert record["metrics"]["lpips_recon/alex-64px@4"] > 0.01  # 16 px images: AlexNet sees them at 64
     assert record["protocol"]["metrics"]["lpips_recon/alex-64px@4"]["backbone"] == "alexnet-owt-7be5be79.pth"
+
+
+def test_recon_scores_reconstructions_with_lpips(weight_files):
+    """The recon metric's LPIPS: 0 for a perfect reconstruction, the hand formula's mean for a noisy one."""
+    from omegaconf import OmegaConf
+
+    from genexp.data.digits import DigitsDataset
+    from genexp.metrics.suite import MetricSuite
+
+    data = DigitsDataset(resolution=32)  # AlexNet sees 32 px images as they are
+    noise = 0.2 * torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(6))
+
+    class Method:
+        num_classes = 0
+
+        def __init__(self, noisy: bool):
+            self.noisy = noisy
+
+        def reconstruct(self, x, y):
+            return x + noise[:len(x)] if self.noisy else x
+
+    cfg = OmegaConf.create({"recon": {"kind": "recon", "num_samples": 8, "batch_size": 8, "net": "alex",
+                                      "weights": str(weight_files["alex"])}})
+    suite = MetricSuite(cfg, data, OmegaConf.create({"name": "digits", "kind": "image", "resolution": 32}),
+                        torch.device("cpu"), print)
+    sample = lambda n, g: data.x[:n]  # noqa: E731  (recon scores the model, not samples)
+    assert suite.compute(sample, seed=0, model=(Method(False), True))["recon/lpips_alex@train:8"] == 0
+    got = suite.compute(sample, seed=0, model=(Method(True), True))["recon/lpips_alex@train:8"]
+    x = data.x[:8].expand(-1, 3, -1, -1)
+    want = reference_lpips("alex", random_state("alex"), (x + noise).clamp(-1, 1), x).mean()
+    assert abs(got - float(want)) < 1e-6

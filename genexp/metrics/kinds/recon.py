@@ -1,8 +1,9 @@
-"""Reconstruction of held-out images through a model's encoder: pixel MSE, and LPIPS where it runs."""
+"""Reconstruction of held-out images through a model's encoder: pixel MSE, and LPIPS where its weights are."""
 
 from __future__ import annotations
 
 from genexp.metrics import lpips_net
+from genexp.metrics.extractors import MetricUnavailable, WeightsError
 from genexp.metrics.kinds.nll import HeldOut
 from genexp.metrics.likelihood import reconstruction
 from genexp.metrics.registry import MIN, Context, register
@@ -18,12 +19,18 @@ class Recon(HeldOut):
     def __init__(self, name: str, cfg, ctx: Context):
         super().__init__(name, cfg, ctx)
         net, self.lpips = cfg.get("net", "alex"), None
+        if ctx.data_cfg.get("kind", "image") != "image":
+            return
         try:
-            self.lpips = lpips_net.lpips_metric(net).to(ctx.device)
-            self.protocol["lpips"] = net
-        except Exception as exc:
-            ctx.note(f"metric recon: LPIPS left out, pixel MSE only (LPIPS needs torchvision and its {net} "
-                     f"weights, {type(exc).__name__}): pip install 'genexp[gpu]' where torchvision matches torch")
+            self.lpips = lpips_net.lpips_metric(net, cfg.get("weights"), bool(cfg.get("download", True)),
+                                                f"metrics.{name}.weights").to(ctx.device)
+        except WeightsError:
+            raise
+        except MetricUnavailable as exc:
+            ctx.note(f"metric {name}: LPIPS left out, pixel MSE only: {exc}")
+            return
+        seen = self.lpips.net.seen_size(int(ctx.data_cfg.get("resolution") or ctx.example().shape[-1]))
+        self.protocol["lpips"] = f"{net}-{seen}px" if seen else net  # resized images: other numbers, another key
 
     def keys(self) -> list[str]:
         return [f"recon/mse@{self.label}"] + ([f"recon/lpips_{self.protocol['lpips']}@{self.label}"]
