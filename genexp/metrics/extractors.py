@@ -222,7 +222,7 @@ def locate_weights(weights: str | None, default: Path, url: str, what: str, want
         return default
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0") or not download:
         raise MetricUnavailable(f"no {what} weights at {default} and downloads are off: put {wanted} "
-                                "there or set metrics.<name>.weights=/path/to/it")
+                                f"there (from {url}) or set metrics.<name>.weights=/path/to/it")
     try:
         inception.download(url, default)
     except Exception as exc:

@@ -60,7 +60,7 @@ class FID(TorchmetricsKind):
         # Below 2 x D samples a D-dimensional covariance is rank-deficient or barely full: the
         # distance then measures the sample size as much as the model.
         self.protocol.update(ctx.check_count(name, self.key, cfg, counts, 2 * self.features,
-                                             f"FID fits a {self.features}-dimensional covariance: "
+                                             f"{prefix.upper()} fits a {self.features}-dimensional covariance: "
                                              f"2 x {self.features} features"))
         self.infinity = bool(cfg.get("infinity", False))
         if self.infinity:
