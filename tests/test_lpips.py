@@ -373,3 +373,15 @@ def test_recon_scores_reconstructions_with_lpips(weight_files):
     x = data.x[:8].expand(-1, 3, -1, -1)
     want = reference_lpips("alex", random_state("alex"), (x + noise).clamp(-1, 1), x).mean()
     assert abs(got - float(want)) < 1e-6
+
+
+def test_diversity_lpips_is_logged_during_gan_training(run, tmp_path, weight_files):
+    import json
+
+    from .conftest import TINY
+
+    res = run("train", *TINY, "metrics=[lpips]", f"metrics.lpips.weights={weight_files['alex']}",
+              f"hydra.run.dir={tmp_path}")
+    assert res.code == 0, res
+    logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["lpips_diversity/alex-64px@32"] >= 0  # 32 = trainer.eval_samples; 16 px digits seen at 64
