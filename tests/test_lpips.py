@@ -68,7 +68,7 @@ def layout(net: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_state(net: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     state = {}

@@ -244,9 +244,9 @@ def test_an_unwritable_cache_is_one_note_and_the_evaluation_goes_on(tmp_path):
 
 def test_paired_lpips_compares_each_image_with_its_original(tmp_path):
     """The pairing, through LPIPS-alex on random backbone weights (tests/test_lpips.py checks the numbers)."""
-    from .test_lpips import write_weights
-
     import genexp.metrics.suite as suite_module
+
+    from .test_lpips import write_weights
 
     weights = str(write_weights("alex", tmp_path))
     data = DigitsDataset(resolution=16)

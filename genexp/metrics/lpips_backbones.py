@@ -8,8 +8,8 @@ so that torchvision's weight files (plain state dicts: ``features.0.weight`` ...
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
