@@ -37,15 +37,63 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err[-3000:]}"
 
 
-def genexp(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None) -> Result:
+def genexp(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None,
+           fresh: bool = False) -> Result:
+    """`python -m genexp *args`, captured: a fork of this worker's pre-imported server (tests/cli_fork.py)
+    unless ``fresh`` (tests of start-up itself) or GENEXP_TEST_FORK=0."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore",
                 **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     for key in [k for k, v in full_env.items() if v is None]:  # None: remove from the environment
         del full_env[key]
-    proc = subprocess.run([sys.executable, "-m", "genexp", *args], cwd=cwd or REPO, capture_output=True,
+    cwd = Path(cwd or REPO)
+    if not fresh and os.environ.get("GENEXP_TEST_FORK", "1") != "0":
+        forked = _FORK.run(list(args), cwd, full_env, timeout)
+        if forked is not None:
+            return forked
+    proc = subprocess.run([sys.executable, "-m", "genexp", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
     return Result(proc)
+
+
+class _ForkServer:
+    """This worker's tests/cli_fork.py server, started on first use; None from run() when it cannot
+    serve (then the caller starts a subprocess)."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix="genexp-test-fork-"))
+
+    def _start(self) -> bool:
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_fork"], cwd=REPO, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        ready = self.proc.stdout.readline()
+        if '"ready"' not in ready:
+            self.proc.kill()
+            self.proc = None
+        return self.proc is not None
+
+    def run(self, argv: list[str], cwd: Path, env: dict, timeout: int) -> Result | None:
+        import json
+
+        if (self.proc is None or self.proc.poll() is not None) and not self._start():
+            return None
+        out, err = self.dir / "out", self.dir / "err"
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err), "timeout": timeout}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(self.proc.stdout.readline())
+        except (OSError, ValueError):
+            self.proc = None
+            return None
+        if reply.get("timeout"):
+            raise subprocess.TimeoutExpired(["genexp", *argv], timeout)
+        read = lambda p: p.read_text(errors="replace")  # noqa: E731
+        return Result(subprocess.CompletedProcess(argv, reply["code"], read(out), read(err)))
+
+
+_FORK = _ForkServer()
 
 
 @pytest.fixture
