@@ -6,7 +6,8 @@ steps of its net (k D steps), each through ``Method.optimize`` (accumulation, lo
 sync). A lazy regularisation phase (``reg``) has its loss multiplied by its interval, so that its
 average strength does not depend on the interval (StyleGAN2 sec. 3.1; the official ``gain``). The
 official code also gives the net of a lazy phase Adam's lr * c and betas ** c, c = k / (k + 1): in
-genexp that compensation is written out in the optimizer config (the stylegan2 packs), not applied here.
+genexp a net's optimizer config names its interval (optim.<net>.lazy_reg_interval, set by the stylegan2
+packs) and genexp/optim/build.py applies it when it builds the optimizer, not here.
 
 The phases of one iteration share its data (``IterationData``): a phase that ``draws`` (D's main
 phase) takes a new batch for each of its steps, except for a batch that earlier phases of the
