@@ -192,15 +192,25 @@ def test_preprocessing_is_edm2s_and_within_rounding_of_dgm_evals_pil_bicubic():
         assert np.abs(ours - pil).mean() < 0.6
 
 
-def test_a_file_in_the_official_layout_loads_and_gives_768_features(vitb_file):
+def loads_and_gives_768_features(vitb_file):
     net, ident = build_extractor("dinov2_vitb14", "features", weights=str(vitb_file))
     assert net.num_features == 768 and ident["name"] == "dinov2_vitb14" and ident["resize"] == "bicubic_antialias"
     state = torch.load(vitb_file, weights_only=True)
     assert torch.equal(net.net.blocks[11].mlp.fc2.weight, state["blocks.11.mlp.fc2.weight"])  # the file's values
-    x = torch.rand(2, 1, 28, 28) * 2 - 1  # gray 28 px: to RGB, to 224 (16 x 16 patches)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1  # gray 28 px: to RGB, to the input size
     features = net(x)
     assert features.shape == (2, 768) and torch.isfinite(features).all()
     assert (features[0] - features[1]).abs().max() > 1e-3
+
+
+def test_a_file_in_the_official_layout_loads_and_gives_768_features(vitb_file, monkeypatch):
+    monkeypatch.setattr(dinov2, "INPUT_SIZE", 56)  # 4 x 4 patches: the 224 px run is the slow test below
+    loads_and_gives_768_features(vitb_file)
+
+
+@pytest.mark.slow
+def test_a_file_in_the_official_layout_gives_768_features_at_224(vitb_file):
+    loads_and_gives_768_features(vitb_file)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -233,8 +243,7 @@ def test_a_vitb_file_for_vitl_and_missing_weights_offline(tmp_path, vitb_file, m
 
 
 def test_fd_dinov2_key_through_the_registry(vitb_file, tmp_path, monkeypatch):
-    # The 224 px input shrunk to 28 (2 x 2 patches) so that 8 images pass 12 blocks in a blink;
-    # the 224 px path is the test above.
+    # The 224 px input shrunk to 28 (2 x 2 patches) so that 8 images pass 12 blocks in a blink.
     monkeypatch.setattr(dinov2, "INPUT_SIZE", 28)
     conf = OmegaConf.load("conf/metrics/fd_dinov2.yaml")
     conf.update({"extractor": "dinov2_vitb14", "weights": str(vitb_file), "num_samples": 4, "allow_small": True})

@@ -136,7 +136,11 @@ class DinoVisionTransformer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        # The official initialisation, so that a net without its weights (tests) still carries a signal.
+        if not self.cls_token.is_meta:  # on the meta device (to be loaded) there is nothing to draw
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """The official initialisation, so that a net without its weights (tests) still carries a signal."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for module in self.modules():
