@@ -10,7 +10,6 @@ heads from the files torchmetrics ships (lpips_models/{alex,vgg,squeeze}.pth).
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +17,13 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from genexp.metrics.extractors import OFFLINE_ENV, MetricUnavailable, WeightsError, check_state_dict, read_state_dict
+from genexp.metrics.extractors import (
+    MetricUnavailable,
+    WeightsError,
+    check_state_dict,
+    locate_weights,
+    read_state_dict,
+)
 from genexp.metrics.lpips_backbones import SPECS, Backbone
 from genexp.metrics.resize import resize
 from genexp.metrics.rng import BUILD_SEED, own_rng
@@ -127,27 +132,12 @@ def lpips_metric(net: str = "alex", weights: str | None = None, download: bool =
 
 def backbone_file(net: str, weights: str | None, download: bool, setting: str) -> Path:
     """``weights``, else torch hub's cache (where torchvision keeps the same file), downloaded there once."""
-    from genexp.metrics import inception
-
     spec = SPECS[net]
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise MetricUnavailable(f"the LPIPS-{net} backbone weights are missing at {path}: put torchvision's "
-                                    f"{spec.file} there (from {spec.url})")
-        return path
-    path = Path(torch.hub.get_dir()) / "checkpoints" / spec.file
-    if path.is_file():
-        return path
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0") or not download:
-        raise MetricUnavailable(f"no LPIPS-{net} backbone weights at {path} and downloads are off: put {spec.url} "
-                                f"there or set {setting}=/path/to/{spec.file}")
     try:
-        inception.download(spec.url, path)
-    except Exception as exc:
-        raise MetricUnavailable(f"the LPIPS-{net} backbone weights could not be downloaded ({type(exc).__name__}): "
-                                f"fetch {spec.url} to {path} or set {setting}=/path/to/it") from None
-    return path
+        return locate_weights(weights, Path(torch.hub.get_dir()) / "checkpoints" / spec.file, spec.url,
+                              f"LPIPS-{net} backbone", f"torchvision's {spec.file}", download)
+    except MetricUnavailable as exc:  # locate_weights names the metrics' option: say the one that sets this file
+        raise MetricUnavailable(str(exc).replace("metrics.<name>.weights", setting)) from None
 
 
 def heads_file(net: str) -> Path:
