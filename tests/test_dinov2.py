@@ -217,7 +217,8 @@ def test_a_file_in_the_official_layout_gives_768_features_at_224(vitb_file):
     (lambda s: {("blocks.0.attn.qkv_weight" if k == "blocks.0.attn.qkv.weight" else k): v for k, v in s.items()},
      "missing keys blocks.0.attn.qkv.weight; unexpected keys blocks.0.attn.qkv_weight"),
     (lambda s: {**s, "register_tokens": (1, 4, 768)}, "unexpected keys register_tokens"),
-    (lambda s: {**s, "pos_embed": (1, 257, 768)}, "shape of pos_embed is (1, 257, 768) where the net has (1, 1370, 768)"),
+    (lambda s: {**s, "pos_embed": (1, 257, 768)},
+     "shape of pos_embed is (1, 257, 768) where the net has (1, 1370, 768)"),
 ])
 def test_wrong_files_are_refused_in_one_line(tmp_path, change, message):
     path = write_official_file(tmp_path / "bad.pth", "dinov2_vitb14", change)
@@ -252,7 +253,8 @@ def test_fd_dinov2_key_through_the_registry(vitb_file, tmp_path, monkeypatch):
     s = MetricSuite(OmegaConf.create({"fd_dinov2": conf}), data, OmegaConf.create({"name": "digits", "kind": "image"}),
                     torch.device("cpu"), notes.append, cache_dir=tmp_path)
     out = s.compute(lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1, seed=0)
-    assert list(out) == ["fd/dinov2_vitb14@4"] and math.isfinite(out["fd/dinov2_vitb14@4"]) and out["fd/dinov2_vitb14@4"] > 0
+    assert list(out) == ["fd/dinov2_vitb14@4"]
+    assert math.isfinite(out["fd/dinov2_vitb14@4"]) and out["fd/dinov2_vitb14@4"] > 0
     proto = s.protocol()["fd/dinov2_vitb14@4"]
     assert proto["extractor"]["resize"] == "bicubic_antialias" and proto["allow_small"]
     # the 2 x 768 minimum: genexp eval refuses 4 samples

@@ -19,6 +19,8 @@ from genexp.metrics.fd_infinity import fd_infinity, subset_sizes
 from genexp.metrics.registry import direction
 from genexp.metrics.suite import MetricSuite
 
+DIGITS = OmegaConf.create({"name": "digits", "kind": "image"})
+
 
 def scipy_fd(mu1, s1, mu2, s2) -> float:
     covmean = scipy.linalg.sqrtm(s1 @ s2).real
@@ -78,7 +80,8 @@ class MeanPool(torch.nn.Module):
 
 
 def fid_cfg(**extra):
-    return OmegaConf.create({"fid": {"kind": "fid", "num_samples": 300, "extractor": {"_target_": f"{__name__}.MeanPool"},
+    return OmegaConf.create({"fid": {"kind": "fid", "num_samples": 300,
+                                     "extractor": {"_target_": f"{__name__}.MeanPool"},
                                      "infinity": True, "infinity_min": 50, "infinity_points": 6, **extra}})
 
 
@@ -95,8 +98,7 @@ def test_the_fid_option_reports_fid_inf_from_every_generated_feature(tmp_path, m
 
     monkeypatch.setattr(fid_kind, "fd_infinity", recording)
     data = DigitsDataset(resolution=8)
-    suite = MetricSuite(fid_cfg(), data, OmegaConf.create({"name": "digits", "kind": "image"}), torch.device("cpu"),
-                        print, batch_size=64, cache_dir=tmp_path)
+    suite = MetricSuite(fid_cfg(), data, DIGITS, torch.device("cpu"), print, batch_size=64, cache_dir=tmp_path)
     fakes = []
 
     def sample(n, g):
@@ -116,8 +118,9 @@ def test_the_fid_option_reports_fid_inf_from_every_generated_feature(tmp_path, m
     assert np.allclose(seen["mu"].numpy(), real.mean(0), atol=1e-6)
     assert np.allclose(seen["sigma"].numpy(), np.cov(real, rowvar=False), atol=1e-6)
     # and the FID beside it is the full-sample FD of the same features (scipy's)
-    assert out[fid_key] == pytest.approx(scipy_fd(fake_features.numpy().mean(0), np.cov(fake_features.numpy(), rowvar=False),
-                                                   real.mean(0), np.cov(real, rowvar=False)), rel=1e-4)
+    fake = fake_features.numpy()
+    expected = scipy_fd(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+    assert out[fid_key] == pytest.approx(expected, rel=1e-4)
     proto = suite.protocol()[fid_key]["fd_infinity"]
     assert proto["subset_sizes"] == "6 evenly spaced from 50 to 300"
     assert direction("fid_inf") == "minimize" and direction(inf_key) == "minimize"
@@ -129,13 +132,11 @@ def test_the_fid_option_reports_fid_inf_from_every_generated_feature(tmp_path, m
 ])
 def test_impossible_settings_are_refused_in_one_line(extra, message):
     with pytest.raises(UserError, match=message) as err:
-        MetricSuite(fid_cfg(**extra), DigitsDataset(resolution=8), OmegaConf.create({"name": "digits", "kind": "image"}),
-                    torch.device("cpu"), print)
+        MetricSuite(fid_cfg(**extra), DigitsDataset(resolution=8), DIGITS, torch.device("cpu"), print)
     assert "\n" not in str(err.value) and "metrics.fid.infinity" in str(err.value)
 
 
 def test_the_smallest_subset_obeys_the_fid_minimum():
     notes = []
-    MetricSuite(fid_cfg(infinity_min=5), DigitsDataset(resolution=8), OmegaConf.create({"name": "digits", "kind": "image"}),
-                torch.device("cpu"), notes.append)
+    MetricSuite(fid_cfg(infinity_min=5), DigitsDataset(resolution=8), DIGITS, torch.device("cpu"), notes.append)
     assert any("5 generated (smallest FD-infinity subset) samples, under the minimum of 8" in n for n in notes), notes
