@@ -258,6 +258,25 @@ def test_missing_weights_say_which_file_and_where(tmp_path, monkeypatch):
     assert build_lpips("squeeze").net == "squeeze"
 
 
+def test_online_the_file_is_downloaded_once_into_torch_hubs_cache(tmp_path, monkeypatch):
+    from genexp.metrics import inception
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("GENEXP_OFFLINE")
+    fetched = []
+
+    def download(url, dest, timeout=60.0):
+        fetched.append((url, dest.name))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_weights("squeeze", dest.parent)
+
+    monkeypatch.setattr(inception, "download", download)
+    build_lpips("squeeze")
+    build_lpips("squeeze")
+    # torchvision's SqueezeNet1_1_Weights.IMAGENET1K_V1 url
+    assert fetched == [("https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth", "squeezenet1_1-b8a52dc0.pth")]
+
+
 @pytest.mark.parametrize("net", NETS)
 def test_equals_torchmetrics_forward_on_the_same_backbone(net, weight_files):
     """torchmetrics' own LPIPS forward (scaling, taps as its slices, normalisation, heads from its files)
