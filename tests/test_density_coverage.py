@@ -15,7 +15,7 @@ from genexp.metrics import registry
 from genexp.metrics.precision_recall import prdc
 from genexp.metrics.suite import MetricSuite
 
-from .conftest import CONF
+from .conftest import CONF, compose
 
 prdc_package = pytest.importorskip("prdc", reason="the prdc package (pip install prdc, in the dev extra)")
 STATISTICS = ("precision", "recall", "density", "coverage")
@@ -106,3 +106,9 @@ def test_the_prdc_metric_reports_four_keys_higher_is_better_and_equals_the_packa
     assert noise["coverage/digits_lenet@400"] < 0.1
     protocol = suite.protocol()["pr/digits_lenet@400"]
     assert protocol["k"] == 3 and protocol["density_coverage_k"] == 5
+
+
+def test_metrics_prdc_composes_as_the_pr_kind_with_density_coverage():
+    cfg = compose("eval", ["data=digits", "metrics=[fid,prdc]"]).metrics
+    assert cfg.prdc.kind == "pr" and cfg.prdc.density_coverage and (cfg.prdc.k, cfg.prdc.density_coverage_k) == (3, 5)
+    assert not OmegaConf.load(CONF / "metrics" / "pr.yaml").density_coverage  # pr keeps its two keys
