@@ -38,13 +38,14 @@ examples:
   genexp eval ckpt=outputs/train/<run dir>/checkpoints/last.pt metrics=[fid,kid]
   genexp sample ckpt=outputs/train/<run dir>/checkpoints/last.pt n=64 seed=0
   genexp project ckpt=<stylegan2 run>/checkpoints/last.pt target=face.png space=w_plus steps=1000
-  genexp report multirun/<date>/<time> --metric fid   # a sweep: table + report.png
+  genexp report outputs/train/<date>_<time>_multirun --metric fid   # a sweep: table + report.png
   genexp sample ckpt=ffhq.pkl seeds=0-9 psi=0.7       # an official network: generate.py's images
   genexp convert ffhq.pkl ffhq.pt                     # the same network as a genexp checkpoint
   genexp phema ckpt_dir=<run dir> sigma_rel=0.05,0.10 # post-hoc EMA lengths as checkpoints (<run>/phema/)
   genexp train --help                                 # config groups and every key
 
-Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...).
+Outputs land in outputs/<command>/<date>_<time>_<name>/ (override with hydra.run.dir=...), a sweep's
+in outputs/<command>/<date>_<time>_multirun/<job>/ (hydra.sweep.dir=...).
 """
 
 

@@ -1,6 +1,6 @@
 """genexp report <sweep dir>: every run in a (multirun) folder on one table, and its curves on one plot.
 
-    genexp report multirun/2026-11-21/10-00-00 [--metric fid] [--out DIR]
+    genexp report outputs/train/2026-11-21_10-00-00_multirun [--metric fid] [--out DIR]
 
 A run is a folder with a metrics.jsonl, a run.json or a .hydra/ (searched three levels deep). The
 table has the overrides that differ between runs, status (done / stopped / failed / running, or
@@ -189,7 +189,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     root = args.sweep_dir
     if not root.is_dir():
-        raise UserError(f"{root}: no such directory; give a sweep folder (e.g. multirun/<date>/<time>)")
+        raise UserError(f"{root}: no such directory; give a sweep folder (e.g. outputs/train/<date>_<time>_multirun)")
     runs = [summarize(run, root) for run in find_runs(root)]
     if not runs:
         raise UserError(f"{root} holds no runs (no metrics.jsonl or run.json within {MAX_DEPTH} levels)")
