@@ -310,6 +310,14 @@ def test_project_writes_the_image_latent_and_report(run, tmp_path, sg2_ckpt):
     latent = torch.load(out / "latent.pt", weights_only=True)
     assert latent["ws"].shape == (1, 6, 16) and latent["noise"]  # 16 px: 6 styles of 16 dims, noise maps
     assert "skipped" not in res.err
+    from .test_lpips import write_weights  # LPIPS-vgg on random backbone weights: the distance and the report
+
+    vgg = write_weights("vgg", tmp_path)
+    res = run("project", f"ckpt={ckpt}", f"target={target}", "steps=2", "distance=lpips", f"lpips_weights={vgg}",
+              "trainer.progress=plain", f"hydra.run.dir={tmp_path / 'l'}")
+    assert res.code == 0, res
+    report = json.loads((tmp_path / "l" / "project.json").read_text())
+    assert report["loss"] == "lpips_vgg + 1 * mse" and report["lpips_vgg"] >= 0
     line = one_error_line(run("project", f"ckpt={ckpt}", f"target={tmp_path / 'nope.png'}",
                               f"hydra.run.dir={tmp_path / 'x'}"))
     assert "no such file" in line, line
