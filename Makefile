@@ -37,6 +37,7 @@ test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install ## benchmarks: loop overhead, demo; metrics; StyleGAN2 step time; digits likelihoods; DDP / AMP / compile
+	$(BIN)/python scripts/bench_help.py
 	$(BIN)/python scripts/bench_loop_overhead.py --demo
 	$(BIN)/python scripts/bench_metrics.py
 	$(BIN)/python scripts/bench_stylegan2.py --resolutions 32,64 --batch 4 --steps 3

@@ -89,7 +89,10 @@ def run_main(argv: list[str] | None = None) -> None:
         return
     command, args = argv[0], argv[1:]
     if command not in COMMANDS:
-        fail(f"unknown command '{command}': use one of {', '.join(COMMANDS)} (see genexp --help)")
+        from genexp.config.suggest import did_you_mean
+
+        fail(f"unknown command '{command}'{did_you_mean(command, COMMANDS)}: use one of {', '.join(COMMANDS)} "
+             "(see genexp --help)")
 
     from genexp.errors import UserError
 
@@ -100,6 +103,11 @@ def run_main(argv: list[str] | None = None) -> None:
             importlib.import_module(f"genexp.commands.{command}").main(args)
         except UserError as err:
             fail(str(err))
+        return
+    if any(a in ("-h", "--help") for a in args):  # from the yaml text: no torch, no Hydra (config/help.py)
+        from genexp.config.help import render
+
+        print(render(conf_dir(), command, [a for a in args if not a.startswith("-")]))
         return
     try:
         from genexp.config.prepare import prepare_args

@@ -23,6 +23,11 @@ _INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 def prepare_args(command: str, args: list[str], conf_dir: Path) -> list[str]:
     from hydra._internal.utils import get_args_parser
 
+    from genexp.config.suggest import unknown_flag
+
+    bad_flag = unknown_flag(args)
+    if bad_flag:
+        raise UserError(f"{bad_flag} (genexp {command} --help lists the keys and options)")
     try:
         ns = get_args_parser().parse_args(args)
     except SystemExit as exc:  # argparse already printed its usage line
@@ -57,7 +62,10 @@ def check_optional_groups(command: str, overrides: list[str], conf_dir: Path) ->
         for value in values:
             if value not in ("null", "None", "") and not (conf_dir / group / f"{value}.yaml").is_file():
                 known = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-                raise UserError(f"{group}={value}: no such option (available options in {group}: {', '.join(known)})")
+                from genexp.config.suggest import did_you_mean
+
+                raise UserError(f"{group}={value}: no such option{did_you_mean(value, known)} "
+                                f"(available options in {group}: {', '.join(known)})")
 
 
 def check_pack_needs_multirun(overrides: list[str], multirun: bool, showing: bool) -> None:
@@ -257,7 +265,9 @@ def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         if cause_of(exc, KeyboardInterrupt):  # Ctrl-C while Hydra composed: a stop, not a config error
             raise KeyboardInterrupt from None
-        raise UserError(one_line(exc) + plugin_hint(str(exc))) from None
+        from genexp.config.suggest import rephrase
+
+        raise UserError(rephrase(one_line(exc), conf_dir, command, overrides) + plugin_hint(str(exc))) from None
 
 
 def plugin_hint(message: str) -> str:
