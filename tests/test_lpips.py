@@ -394,6 +394,7 @@ def test_recon_scores_reconstructions_with_lpips(weight_files):
     assert abs(got - float(want)) < 1e-6
 
 
+@pytest.mark.slow  # a CLI training run; the suite path it logs through is the eval test's
 def test_diversity_lpips_is_logged_during_gan_training(run, tmp_path, weight_files):
     import json
 

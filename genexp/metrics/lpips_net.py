@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from genexp.metrics.extractors import (
     MetricUnavailable,
@@ -86,7 +87,7 @@ class LPIPS(nn.Module):
 
 
 class LPIPSMetric(Metric):
-    """Mean LPIPS over every pair given to update(), summed across data-parallel ranks."""
+    """Mean LPIPS over every pair given to update(), across data-parallel ranks."""
 
     higher_is_better = False
     full_state_update = False
@@ -94,16 +95,15 @@ class LPIPSMetric(Metric):
     def __init__(self, net: LPIPS):
         super().__init__()
         self.net = net
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        scores = self.net(a, b)
-        self.total += scores.double().sum()
-        self.count += len(scores)
+        self.scores.append(self.net(a, b))
 
     def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
+        if not self.scores:  # no pair at all (one sample): no distance
+            return torch.tensor(float("nan"))
+        return dim_zero_cat(self.scores).cpu().double().mean().float()  # float64 on the CPU: every device has it
 
 
 def build_lpips(net: str = "alex", weights: str | None = None, download: bool = True,
