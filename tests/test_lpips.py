@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tempfile
 from importlib import resources
 from pathlib import Path
 from unittest import mock
@@ -198,9 +197,9 @@ def test_the_formula_by_hand_identity_and_symmetry(net, weight_files):
     assert torch.equal(lpips(a, a), torch.zeros(2))
 
 
-def test_gray_and_small_images():
+def test_gray_and_small_images(tmp_path):
     """Gray images are compared as RGB; images under a backbone's minimum side are upsampled to 64 px."""
-    lpips = build_lpips("alex", str(write_weights("alex", Path(tempfile.mkdtemp()))))
+    lpips = build_lpips("alex", str(write_weights("alex", tmp_path)))
     g = torch.Generator().manual_seed(2)
     a, b = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1, torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
     up = lambda x: F.interpolate(x.expand(-1, 3, -1, -1), size=(64, 64), mode="bilinear",  # noqa: E731
