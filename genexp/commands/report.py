@@ -1,13 +1,14 @@
 """genexp report <sweep dir>: every run in a (multirun) folder on one table, and its curves on one plot.
 
-    genexp report outputs/train/2026-11-21_10-00-00_multirun [--metric fid] [--out DIR]
+    genexp report outputs/train/2026-11-21_10-00-00_multirun [--metric fid] [--group-by loss] [--out DIR]
 
 A run is a folder with a metrics.jsonl, a run.json or a .hydra/ (searched three levels deep). The
 table has the overrides that differ between runs, status (done / stopped / failed / running, or
 killed when a "running" run's process is gone), steps, wall time, and the final and best value of
 every evaluation metric; it is printed (rich) and written as report.csv and report.md. report.png
 plots one metric against the step for every run (--metric, default: the first evaluation metric,
-else the first loss).
+else the first loss); with --metric the runs are sorted best first. Where runs differ in their seed
+(or with --group-by), report_groups.{csv,md,png} aggregate the seeds: mean ± std, n, best marked.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def table_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def fmt(value) -> str:
-    return "" if value is None else f"{float(value):.6g}"
+    return "" if value is None else f"{float(value):.4g}"
 
 
 def pick_metric(runs: list[dict], wanted: str | None) -> str | None:
@@ -186,6 +187,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--metric", default=None, help="the plotted key or kind (e.g. fid, loss/g)")
     parser.add_argument("--out", type=Path, default=None, help="where the files go (default: the sweep dir)")
+    parser.add_argument("--group-by", default=None,
+                        help="override keys whose runs are aggregated over the rest (seeds): mean ± std, n, "
+                             "sorted, best marked (e.g. loss or loss,model); default: every varying key but the seed")
+    parser.add_argument("--value", choices=("best", "final"), default="best",
+                        help="each run's best evaluation of --metric, or its final one (default best)")
     args = parser.parse_args(argv)
     root = args.sweep_dir
     if not root.is_dir():
@@ -195,7 +201,17 @@ def main(argv: list[str]) -> None:
         raise UserError(f"{root} holds no runs (no metrics.jsonl or run.json within {MAX_DEPTH} levels)")
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
+    from genexp.commands import report_groups
+
+    ranked = report_groups.metric_key(runs, args.metric, args.value) if args.metric else None
+    if ranked:  # best run first
+        worst = float("-inf") if report_groups.higher_is_better(ranked) else float("inf")
+        runs.sort(key=lambda r: r[args.value].get(ranked, r["final"].get(ranked, worst)),
+                  reverse=report_groups.higher_is_better(ranked))
     header, rows = table_rows(runs)
+    if ranked and any(ranked in r[args.value] or ranked in r["final"] for r in runs):
+        header.append(f"best {ranked.split('@')[0]}")
+        rows = [[*row, "*" if i == 0 else ""] for i, row in enumerate(rows)]
     table_csv = io.StringIO(newline="")
     csv.writer(table_csv).writerows([header, *rows])
     atomic_write_text(out / "report.csv", table_csv.getvalue(), shared=True)
@@ -218,4 +234,43 @@ def main(argv: list[str]) -> None:
     if key is not None:
         plot(runs, key, out / "report.png")
         written.append(out / "report.png")
+    keys = varying(runs)
+    by = ([k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by
+          else [k for k in keys if not report_groups.is_seed(k)] if any(map(report_groups.is_seed, keys)) else [])
+    if by:
+        written += grouped(runs, by, args, out, console)
+    elif args.group_by is not None:
+        raise UserError("--group-by: give override keys, e.g. --group-by loss")
     console.print("wrote " + ", ".join(map(str, written)) + (f" ({key} against step)" if key else ""), markup=False)
+
+
+def grouped(runs: list[dict], by: list[str], args, out: Path, console) -> list[Path]:
+    """The seeds-aggregated table (report_groups.csv / .md, printed) and its mean ± std plot."""
+    from genexp.commands import report_groups
+
+    known = {o.partition("=")[0] for r in runs for o in r["overrides"]}
+    unknown = [k for k in by if k not in known]
+    if unknown:
+        raise UserError(f"--group-by {','.join(unknown)}: no run set it; the runs' overrides: "
+                        f"{', '.join(sorted(known))}")
+    wanted = args.metric or next((k.split("/", 1)[0] for r in runs for k in r["final"] if is_metric(k)), None)
+    key = report_groups.metric_key(runs, wanted, args.value) if wanted else None
+    if key is None:
+        raise UserError(f"--group-by needs an evaluation metric to aggregate (--metric fid ...); "
+                        f"{'no run evaluated ' + wanted if wanted else 'no run has evaluations'}")
+    rows = report_groups.aggregate(runs, by, key, args.value)
+    header, cells = report_groups.table(rows, by, key, args.value)
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows([header, *cells])
+    atomic_write_text(out / "report_groups.csv", buffer.getvalue(), shared=True)
+    write_markdown(header, cells, out / "report_groups.md")
+    from rich.table import Table
+
+    table = Table(title=f"{key}: {len(rows)} groups by {', '.join(by)} (mean ± std over seeds; * best)")
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+    report_groups.plot_bands(runs, by, key, out / "report_groups.png")
+    return [out / "report_groups.csv", out / "report_groups.md", out / "report_groups.png"]
