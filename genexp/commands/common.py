@@ -28,6 +28,19 @@ def task_overrides() -> list[str]:
             if not o.startswith(("resume=", "hydra.", "hydra/", "+hydra", "~hydra"))]
 
 
+def wandb_names(run_dir: Path, group: str | None) -> tuple[str, str | None]:
+    """(run name, group) for W&B: a sweep's jobs are named by their overrides (loss=hinge trainer.seed=1,
+    not 0, 1, ...) and grouped by their sweep folder unless logger.wandb.group is set; one run keeps
+    its run dir's name."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return run_dir.name, group
+    swept = [o for o in task_overrides() if not o.startswith(("logger.", "logger="))]
+    return " ".join(swept) or run_dir.name, group or run_dir.parent.name
+
+
 def metrics_chosen() -> bool:
     """Did the command line pick the metrics (rather than take the config's defaults)?"""
     from hydra.core.hydra_config import HydraConfig

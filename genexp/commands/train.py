@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from genexp import distributed, rundir
-from genexp.commands.common import metrics_chosen, run_dir, task_overrides
+from genexp.commands.common import metrics_chosen, run_dir, task_overrides, wandb_names
 from genexp.commands.transfer import init_from
 from genexp.data import build_dataset
 from genexp.data.loader import InfiniteLoader
@@ -91,7 +91,8 @@ def train(cfg: DictConfig, world: distributed.World, device: torch.device) -> fl
         init_from(method, str(cfg.init), cfg, console.info)
     if world.main:
         rundir.write_hydra_files()
-        logger = RunLogger(out, console, cfg.get("logger"), cfg, name=f"{out.name}",
+        name, group = wandb_names(out, OmegaConf.select(cfg, "logger.wandb.group", default=None))
+        logger = RunLogger(out, console, cfg.get("logger"), cfg, name=name, group=group,
                            resume_from_step=int(ckpt["step"]) if ckpt else (0 if auto else None))
     else:
         logger = SilentLogger()

@@ -20,7 +20,8 @@ from genexp.logger.wandb_mode import INIT_TIMEOUT_S, wandb_mode
 
 class RunLogger:
     def __init__(self, run_dir: Path, console: Console, logger_cfg: DictConfig | None = None,
-                 config: DictConfig | None = None, name: str | None = None, resume_from_step: int | None = None):
+                 config: DictConfig | None = None, name: str | None = None, resume_from_step: int | None = None,
+                 group: str | None = None):
         self.run_dir, self.console = Path(run_dir), console
         self.jsonl_path = self.run_dir / "metrics.jsonl"
         if resume_from_step is not None:
@@ -28,11 +29,13 @@ class RunLogger:
         self.jsonl = AppendFile(self.jsonl_path)
         self.unwritten = 0  # lines a full disk refused
         self.wandb = None
+        self.model = OmegaConf.select(config, "model.name", default=None) if config is not None else None
         wandb_cfg = logger_cfg.get("wandb") if logger_cfg is not None else None
         if wandb_cfg is not None:
-            self._start_wandb(wandb_cfg, config, name)
+            self._start_wandb(wandb_cfg, config, name, group)
 
-    def _start_wandb(self, cfg: DictConfig, config: DictConfig | None, name: str | None) -> None:
+    def _start_wandb(self, cfg: DictConfig, config: DictConfig | None, name: str | None,
+                     group: str | None = None) -> None:
         mode = wandb_mode(cfg.get("mode", "auto"), self.console.note)
         if mode == "disabled":
             return
@@ -45,7 +48,7 @@ class RunLogger:
                 atomic_write_text(id_file, run_id)
             self.wandb = wandb.init(
                 dir=str(self.run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
-                group=cfg.get("group"), tags=list(cfg.get("tags") or []), name=name, id=run_id, resume="allow",
+                group=group or cfg.get("group"), tags=list(cfg.get("tags") or []), name=name, id=run_id, resume="allow",
                 mode=mode, config=OmegaConf.to_container(config, resolve=True) if config is not None else None,
                 settings=wandb.Settings(silent=True, console="off", init_timeout=INIT_TIMEOUT_S),
             )
@@ -81,7 +84,8 @@ class RunLogger:
         try:
             import wandb
 
-            self.wandb.log({key: wandb.Image(image)}, step=step)
+            caption = f"step {step}" + (f" · {self.model}" if self.model else "")
+            self.wandb.log({key: wandb.Image(image, caption=caption)}, step=step)
         except Exception as exc:
             self._drop_wandb(exc)
 
