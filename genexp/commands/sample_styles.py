@@ -12,7 +12,7 @@ from PIL import Image
 from genexp.data.base import unit_to_uint8
 from genexp.files import save_image
 from genexp.metrics.ppl import slerp
-from genexp.viz import image_grid
+from genexp.viz import balanced_columns, image_grid
 
 
 @torch.no_grad()
@@ -70,4 +70,6 @@ def save_gif(frames: torch.Tensor, path, fps: int = 12) -> None:
 
 
 def strip(frames: torch.Tensor, columns: int | None = None) -> np.ndarray:
-    return image_grid(frames, columns or min(len(frames), max(1, math.ceil(math.sqrt(len(frames) * 4)))))
+    """The frames in rows of about ``columns`` (default: a strip twice as wide as tall), none alone on the last."""
+    n = len(frames)
+    return image_grid(frames, balanced_columns(n, columns or max(1, math.ceil(math.sqrt(n * 4)))))
