@@ -1,4 +1,4 @@
-"""genexp sample: n samples from a checkpoint as a picture and a tensor file."""
+"""genexp sample: n samples from a checkpoint as a picture and a tensor file, or as n image files (out=)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.commands.common import restore_method, run_dir
-from genexp.commands.sample_seeds import parse_seeds, seed_images
+from genexp.commands.sample_files import Progress, Target, check_target, write_samples
+from genexp.commands.sample_seeds import parse_seeds, seed_images, to_uint8
 from genexp.commands.sample_styles import interpolation, mixing_grid, save_gif, strip, truncated
 from genexp.errors import UserError
 from genexp.files import save_torch
@@ -26,8 +27,16 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"mode={mode}: use grid, mixing or interpolate")
     if noise_mode not in ("random", "const", "none"):
         raise UserError(f"noise_mode={noise_mode}: use random, const or none")
-    device = resolve_device(cfg.trainer.device)
     seeds = parse_seeds(cfg.seeds) if cfg.get("seeds") is not None else None
+    target = None
+    if cfg.get("out") is not None:
+        if seeds is not None or mode != "grid":
+            raise UserError(f"out={cfg.out} writes n=... samples as image files; seeds= and mode={mode} write "
+                            "their own files into the run folder: drop one of the two")
+        if int(cfg.get("batch_size", 64)) < 1:
+            raise UserError(f"batch_size={cfg.batch_size}: draw at least one sample at a time")
+        target = check_target(cfg.out, cfg.get("format", "png"), cfg.get("overwrite", False))
+    device = resolve_device(cfg.trainer.device)
     method, train_cfg, ckpt = restore_method(cfg.ckpt, device, cfg.get("trust_checkpoint"))
     if seeds is not None:
         G = getattr(method, "G_ema" if cfg.ema else "G", None)
@@ -40,7 +49,8 @@ def run(cfg: DictConfig) -> None:
                             console.info)
         console.info(f"wrote {len(paths)} images to {out} ({paths[0].name} .. {paths[-1].name})")
         return
-    check_memory(int(cfg.n), train_cfg)
+    if target is None:
+        check_memory(int(cfg.n), train_cfg)
     labels = class_labels(cfg.get("class"), int(cfg.n), method.num_classes)
     sample_options = {**temperature_option(cfg, method), **sampler_options(cfg, method)}
     G = getattr(method, "G_ema" if cfg.ema else "G", None)  # families without a generator net (flows) have none
@@ -49,18 +59,16 @@ def run(cfg: DictConfig) -> None:
         raise UserError(f"mode={mode} psi={psi:g} noise_mode={noise_mode}: these need a style-based generator "
                         f"(model=stylegan2), and this checkpoint's is {type(G if G is not None else method).__name__}")
     g = torch.Generator().manual_seed(int(cfg.seed))
+    if target is not None:
+        return sample_files(cfg, target, method, train_cfg, G if styled else None, labels, sample_options, g,
+                            console, ckpt)
     if mode != "grid":
         check_style_figure(cfg, G)
         return style_figure(cfg, G, method, labels, g, run_dir(), console, ckpt)
     out = run_dir()
-    if styled:
-        G.eval()
-        z = method.latents(int(cfg.n), method.z_dim, g)
-        if method.num_classes and labels is None:
-            labels = torch.arange(int(cfg.n)) % method.num_classes
-        samples = truncated(G, z, labels.to(z.device) if labels is not None else None, psi, noise_mode)
-    else:
-        samples = method.sample(int(cfg.n), generator=g, ema=bool(cfg.ema), labels=labels, **sample_options)
+    if styled and method.num_classes and labels is None:
+        labels = torch.arange(int(cfg.n)) % method.num_classes
+    samples = draw(method, G if styled else None, int(cfg.n), labels, g, cfg, sample_options)
     points = samples.dim() == 2
     reference = None
     if points:  # the real modes in grey behind the samples, when the data is at hand
@@ -74,6 +82,46 @@ def run(cfg: DictConfig) -> None:
         record["labels"] = labels if labels is not None else torch.arange(len(samples)) % method.num_classes
     save_torch(record, tensor_path)
     console.info(f"wrote {out / 'samples.png'} and {tensor_path} ({len(samples)} samples, step {ckpt['step']})")
+
+
+def draw(method, G, n: int, labels, g: torch.Generator, cfg: DictConfig, options: dict) -> torch.Tensor:
+    """n samples: through a style-based G's truncation and noise options, or the method's own sample."""
+    if G is not None:
+        G.eval()
+        z = method.latents(n, method.z_dim, g)
+        return truncated(G, z, labels.to(z.device) if labels is not None else None, float(cfg.get("psi", 1.0)),
+                         cfg.get("noise_mode", "random"))
+    return method.sample(n, generator=g, ema=bool(cfg.ema), labels=labels, **options)
+
+
+def sample_files(cfg: DictConfig, target: Target, method, train_cfg, G, labels, options: dict,
+                 g: torch.Generator, console: Console, ckpt: dict) -> None:
+    """n samples as image files in out= (sample_files.py), drawn batch_size at a time."""
+    if train_cfg.data.get("kind") == "points":
+        raise UserError(f"out={cfg.out} writes images, and this checkpoint's model draws 2-D points "
+                        f"(data={train_cfg.data.name}): drop out= (samples.pt holds the points)")
+    n, batch = int(cfg.n), int(cfg.batch_size)
+    if method.num_classes and labels is None:  # the classes in turn, as the grid draws them
+        labels = torch.arange(n) % method.num_classes
+
+    def images():
+        for start in range(0, n, batch):
+            count = min(batch, n - start)
+            samples = draw(method, G, count, labels[start:start + count] if labels is not None else None, g, cfg,
+                           options)
+            for sample in samples.float().cpu():
+                yield to_uint8(sample[None])
+
+    console.info(f"writing {n:,} samples to {target.path} ({target.fmt}, {batch} at a time, step {ckpt['step']})")
+    try:
+        write_samples(target, images(), n, labels.tolist() if labels is not None else None,
+                      Progress(n, console.info))
+    except OSError as exc:
+        raise UserError(f"out={cfg.out}: cannot write there ({exc.strerror or exc}); pick a folder you can "
+                        "write to with room for the images") from exc
+    console.info(f"wrote {n:,} images to {target.path} ({target.name(0)} .. {target.name(n - 1)}"
+                 f"{', dataset.json labels' if labels is not None else ''}); score them with genexp eval "
+                 f"fake={target.path}")
 
 
 def check_style_figure(cfg: DictConfig, G) -> None:
