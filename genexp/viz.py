@@ -7,6 +7,7 @@ every source pixel an exact block); tensors and the individual sample files keep
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,8 @@ def scatter_figure(points: torch.Tensor, reference=None, step: int | None = None
     modes = getattr(reference, "modes", None)
     real = data[:2500].detach().cpu().float() if data is not None else None
     pts = points.detach().cpu().float()[:, :2]
-    (x0, x1), (y0, y1) = plot_limits(modes, float(getattr(reference, "std", 0.0)), real, pts)
+    std = float(reference.std) if modes is not None else 0.0  # a dataset's spread (a tensor's .std is a method)
+    (x0, x1), (y0, y1) = plot_limits(modes, std, real, pts)
     dpi = 100
     fig = Figure(figsize=(size / dpi, size / dpi), dpi=dpi)
     ax = fig.add_subplot()
@@ -156,7 +158,9 @@ def scatter_figure(points: torch.Tensor, reference=None, step: int | None = None
     legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3, fontsize=8, frameon=False)
     for handle in legend.legend_handles:
         handle.set_sizes([20])
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a tiny figure cannot fit its ticks; it is drawn all the same
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig
 
 

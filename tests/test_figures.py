@@ -79,6 +79,9 @@ def test_scatter_frame_is_the_datas_extent_whatever_the_samples(dataset):
     assert len(ax.get_xticks()) > 2 and len(ax.get_yticks()) > 2
     marked = [c for c in ax.collections if c.get_label() == "modes"]
     assert len(marked) == 1 and np.allclose(marked[0].get_offsets(), modes.numpy())
+    # real points alone (a tensor, no modes): their extent is the frame
+    (x0, x1), _ = scatter_figure(ring_points() * 20, dataset.x[:500]).axes[0].get_xlim(), None
+    assert x0 < float(dataset.x[:500, 0].min()) and x1 > float(dataset.x[:500, 0].max())
 
 
 def test_plot_limits_closed_form():
