@@ -15,6 +15,7 @@ from genexp.data import build_dataset
 from genexp.errors import UserError
 from genexp.files import atomic_write_text
 from genexp.logger import Console
+from genexp.logger.console import Counter
 from genexp.metrics.cache import cache_dir
 from genexp.metrics.heap import fix_mmap_threshold
 from genexp.metrics.registry import registered
@@ -44,6 +45,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # Numbers from genexp eval get quoted: under a metric's sample minimum they are refused, not noted.
     suite = MetricSuite(cfg.metrics, dataset, data_cfg, device, console.note, num_samples=n,
                         chosen=metrics_chosen(), cache_dir=cache_dir(), small="refuse")
+    suite.progress = lambda what, total: Counter(console.info, f"eval: {what}", total)
     if not suite:
         raise UserError(f"none of the chosen metrics can run here (see above): {', '.join(suite.skipped)}")
     start = time.perf_counter()
@@ -74,6 +76,7 @@ def reference_only(cfg: DictConfig, console: Console, device: torch.device) -> d
     dataset = build_dataset(cfg.data)
     suite = MetricSuite(cfg.metrics, dataset, cfg.data, device, console.note, num_samples=cfg.get("n"),
                         chosen=metrics_chosen(), cache_dir=where, small="refuse")
+    suite.progress = lambda what, total: Counter(console.info, f"eval: {what}", total)
     suite.prepare_reference()
     cached = {key: p["reference_cache"] for key, p in suite.protocol().items() if "reference_cache" in p}
     if not cached:

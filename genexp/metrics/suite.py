@@ -54,6 +54,9 @@ class MetricSuite:
         self._real_done = False
         self._warned_cache = False
         self._data_files: list | None = None
+        # A command that wants progress lines sets this: a function of (what, total) that returns a
+        # counter with update(done) (logger/console.Counter); training's evaluations stay quiet.
+        self.progress: Callable | None = None
         # Built on generators of their own (metrics/rng.py): an extractor's initialisation before its
         # weights load must not move the training run's random streams.
         with own_rng(BUILD_SEED, device):
@@ -150,13 +153,18 @@ class MetricSuite:
         n_real = max(min(m.num_samples, len(self.dataset)) for m in needs_real)
         # A fixed subset (seed 0) so that every evaluation of this data compares to the same set.
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(0))[:n_real]
+        counter = self.progress("real images", n_real) if self.progress else None
         for start in range(0, n_real, self.batch_size):
+            if counter:
+                counter.update(start)
             idx = order[start:start + self.batch_size]
             x = torch.stack([self.dataset[int(i)][0] for i in idx]).to(self.device)
             for m in needs_real:
                 taken = min(m.num_samples, len(self.dataset))
                 if start < taken:
                     m.update_real(x[: taken - start])
+        if counter:
+            counter.update(n_real)
 
     # evaluation
 
@@ -202,8 +210,11 @@ class MetricSuite:
         nonfinite = False
         # Data-parallel: every rank its share of the batches; a rank may have none (fewer batches than
         # ranks), and then joins the collectives below with empty fake states.
+        counter = self.progress("generated images", total) if self.progress else None
         for batch in my_batches(-(-total // self.batch_size)):
             start = batch * self.batch_size
+            if counter:
+                counter.update(start)
             # A generator per batch: the same fakes whichever rank draws them and however many ranks.
             g = torch.Generator().manual_seed(seed * 1_000_003 + batch)
             fake = sample_fn(min(self.batch_size, total - start), g).to(self.device)
@@ -215,6 +226,8 @@ class MetricSuite:
                 part = fake[: max(0, m.num_samples - start)]
                 if len(part):
                     m.update_fake(part, start, batch)
+        if counter:
+            counter.update(total)
         if distributed.any_rank(nonfinite):
             self.note(f"generated samples are not finite (NaN or inf): {', '.join(m.key for m in sampled)} "
                       "reported as nan")
