@@ -154,6 +154,11 @@ def check_train(cfg: DictConfig) -> None:
     for key in ("compile", "channels_last"):
         if not isinstance(trainer.get(key, False), bool):
             raise UserError(f"trainer.{key}={trainer.get(key)}: use true or false")
+    if str(trainer.get("time_clock", "process")) not in ("process", "wall"):
+        raise UserError(f"trainer.time_clock={trainer.time_clock}: use process (this process's CPU time) or wall")
+    budget = trainer.get("max_time_s")
+    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0):
+        raise UserError(f"trainer.max_time_s={budget}: a positive number of seconds, or null (no time budget)")
     if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
         raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:

@@ -37,7 +37,7 @@ from genexp.metrics.suite import MetricSuite, best_of, better
 from genexp.training.checkpoint import prune_steps, save_checkpoint
 from genexp.training.phema import PowerEMA, snapshot_path
 from genexp.training.runtime import rng_state, set_rng_state
-from genexp.viz import picture, save_png
+from genexp.viz import picture, reconstruction_figure, save_png
 
 
 def due(step: int, every: int | None, last: bool) -> bool:
@@ -153,6 +153,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         self.method.train()
+        out_of_time = time_budget(cfg)
         with self.console.progress(max_steps, self.step) as bar, signals_noted(self):
             while self.step < max_steps:
                 with self.autocast():
@@ -161,6 +162,10 @@ class Trainer:
                 if self.phema is not None:
                     self.phema.update(self.step)
                 last = self.step == max_steps
+                if not last and out_of_time is not None and distributed.any_rank(out_of_time()):
+                    last = True  # the budget ends the run here, as max_steps would
+                    self.console.note(f"trainer.max_time_s={cfg.max_time_s} ({cfg.get('time_clock', 'process')} "
+                                      f"clock) reached: training stops at step {self.step}")
                 for k, v in scalars.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 count += 1
@@ -201,6 +206,8 @@ class Trainer:
                     raise Stopped(f"stopped by {name} at step {self.step}; checkpoint: {where}; continue with "
                                   f"resume={self.run_dir} (or resume=auto hydra.run.dir={self.run_dir})",
                                   128 + int(self.stop_signal or signal.SIGTERM))
+                if last:  # max_steps or the time budget
+                    break
         distributed.barrier()
         return self.last_metrics
 
@@ -235,7 +242,7 @@ class Trainer:
         g = torch.Generator().manual_seed(int(self.cfg.seed))
         samples = self.method.sample(int(self.cfg.grid_samples), generator=g)
         self.method.train()
-        image = picture(samples, self.reference, nrow=self.method.num_classes or None)  # a column per class
+        image = picture(samples, self.loader.dataset, self.method.num_classes or None, self.step)  # a column per class
         self.save_picture(image, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         self.logger.image(self.step, "samples", image)
         if hasattr(self.method, "reconstruct") and getattr(self.loader.dataset, "kind", "image") == "image":
@@ -253,8 +260,7 @@ class Trainer:
         with torch.no_grad():
             recon = self.method.reconstruct(real.to(device), labels.to(device) if bool((labels >= 0).all()) else None)
         self.method.train()
-        rows = [t for start in range(0, n, nrow) for t in (real[start:start + nrow], recon[start:start + nrow].cpu())]
-        image = picture(torch.cat(rows).clamp(-1, 1), nrow=nrow)
+        image = reconstruction_figure(real, recon, nrow)
         self.save_picture(image, self.run_dir / "samples" / f"recon_{self.step:06d}.png")
         self.logger.image(self.step, "reconstructions", image)
 
@@ -302,6 +308,16 @@ class Trainer:
             self.console.note(f"checkpoint {path.name} at step {self.step} not written ({exc.strerror or exc}); "
                               f"the checkpoints hold {kept}; training goes on")
             return False
+
+
+def time_budget(cfg: DictConfig):
+    """trainer.max_time_s: a function that says whether the budget is spent, counted from this call (a
+    resumed run gets the budget afresh); None without a budget."""
+    if cfg.get("max_time_s") is None:
+        return None
+    clock = time.process_time if str(cfg.get("time_clock", "process")) == "process" else time.perf_counter
+    deadline = clock() + float(cfg.max_time_s)
+    return lambda: clock() >= deadline
 
 
 def config_meta(cfg: DictConfig, overrides: list[str]) -> dict:
