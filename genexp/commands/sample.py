@@ -74,8 +74,8 @@ def run(cfg: DictConfig) -> None:
     if points:  # the real modes in grey behind the samples, when the data is at hand
         from genexp.data import build_dataset
 
-        reference = build_dataset(train_cfg.data).x[:2500]
-    save_png(picture(samples, reference, cfg.get("nrow")), out / "samples.png")
+        reference = build_dataset(train_cfg.data)  # its points in grey, its modes marked, its extent the frame
+    save_png(picture(samples, reference, cfg.get("nrow"), int(ckpt["step"])), out / "samples.png")
     tensor_path = out / ("points.pt" if points else "samples.pt")
     record = {"samples": samples, "seed": int(cfg.seed), "ckpt": str(cfg.ckpt), "step": int(ckpt["step"])}
     if labels is not None or method.num_classes:
