@@ -192,7 +192,8 @@ def scan_images(ds: ImageFolderDataset, mixed: str = "refuse", note=None, info=N
         if (w, h) != (target, target):
             crop = "center-cropping and " if w != h else ""
             count = "" if len(sizes) == 1 else f"{len(names):,} "
-            note(f"{crop}resizing {count}{w}x{h} images to data.resolution={target}")
+            keep = f" (data.resolution={w} keeps their size)" if len(sizes) == 1 and w == h else ""
+            note(f"{crop}resizing {count}{w}x{h} images to data.resolution={target}{keep}")
     want = "gray" if ds.channels == 1 else "color"
     other = modes["color" if want == "gray" else "gray"]
     if other:
