@@ -76,19 +76,35 @@ def test_ppl_discards_the_extremes_and_a_constant_generator_scores_zero():
     assert b[std] < a[std]
 
 
-def test_ppl_needs_a_generator_and_lpips_says_what_to_install():
+def test_ppl_needs_a_generator_and_a_missing_lpips_file_is_one_note():
     notes = []
     s = MetricSuite(ppl_cfg(), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), notes.append)
     assert s.compute(lambda n, g: torch.zeros(n, 1, 4, 4), seed=0) == {}
     assert len(notes) == 1 and "evaluate a checkpoint, not images" in notes[0]
-    try:
-        import torchvision  # noqa: F401
-        pytest.skip("torchvision is installed here")
-    except Exception:
-        pass
     notes = []
-    MetricSuite(ppl_cfg(sim="vgg"), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), notes.append)
-    assert len(notes) == 1 and "genexp[gpu]" in notes[0] and "metrics.ppl.sim=digits_lenet" in notes[0]
+    MetricSuite(ppl_cfg(sim="vgg", download=False), DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"),
+                notes.append)
+    assert len(notes) == 1 and "metrics.ppl.weights" in notes[0] and "vgg16-397923af.pth" in notes[0]
+
+
+def test_ppl_with_plain_torch_lpips_equals_the_definition(tmp_path):
+    """d = LPIPS-alex (backbone weights random in torchvision's layout, heads real; images below AlexNet's
+    31 px go up to 64 px): the suite's PPL equals the mean LPIPS of the same eps-steps over eps^2 here."""
+    from genexp.metrics.lpips_net import build_lpips
+
+    from .test_lpips import write_weights
+
+    weights = write_weights("alex", tmp_path)
+    G, eps = LinearGenerator(), 1e-2
+    cfg = ppl_cfg(sim="alex", weights=str(weights), lpips_resize=None, num_samples=20, epsilon=eps)
+    result = MetricSuite(cfg, DigitsDataset(resolution=4), DATA_CFG, torch.device("cpu"), print).compute(
+        lambda n, g: torch.zeros(n, 1, 4, 4), seed=5, model=(G, True))
+    (key,) = [k for k in result if k.startswith("ppl_zend/lpips_alex@")]
+    g = torch.Generator().manual_seed(6)  # the suite's latent pairs (seed + 1), as in the test above
+    z1, z2 = torch.randn(20, 3, generator=g), torch.randn(20, 3, generator=g)
+    with torch.no_grad():
+        d = build_lpips("alex", str(weights))(G.decode(z1), G.decode(z1 + eps * (z2 - z1))) / eps**2
+    assert float(d.mean()) > 0 and result[key] == pytest.approx(float(d.mean()), rel=1e-4)
 
 
 def test_ppl_of_a_checkpoint_with_the_digits_classifier(run, tmp_path):

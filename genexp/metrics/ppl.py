@@ -1,7 +1,7 @@
 """Perceptual path length (Karras et al. 2019), computed by torchmetrics' perceptual_path_length.
 
 PPL = E[ d(G(z1), G(z1 + eps (z2 - z1))) / eps^2 ] over latent pairs, the extreme 1 % of distances
-discarded at each end. ``d`` is LPIPS (vgg, as StyleGAN; needs torchvision and its weights) or,
+discarded at each end. ``d`` is LPIPS (vgg, as StyleGAN; metrics/lpips_net.py, torchvision's ImageNet weight file) or,
 offline, a feature-space distance through one of genexp's extractors: the squared distance between
 unit-normalised features, which is what LPIPS is with uniform channel weights.
 """
@@ -100,13 +100,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     direction = a_n * torch.cos(omega * t) + c * torch.sin(omega * t)
     return direction * torch.lerp(a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True), t)
-
-
-def build_lpips(net: str, resize: int | None) -> nn.Module:
-    """torchmetrics' LPIPS network (pretrained linear heads it ships, backbone from torchvision)."""
-    from torchmetrics.functional.image.lpips import _LPIPS
-
-    return _LPIPS(pretrained=True, net=net, resize=resize).eval().requires_grad_(False)
 
 
 def path_length(method, ema: bool, sim_net: nn.Module, num_samples: int, epsilon: float, interpolation: str,

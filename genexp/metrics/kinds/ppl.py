@@ -15,19 +15,16 @@ class PPL(MetricKind):
     directions = {"ppl_": MIN}
 
     def __init__(self, name: str, cfg, ctx: Context):
-        from genexp.metrics.ppl import LPIPS_NETS, FeatureDistance, build_lpips
+        from genexp.metrics import lpips_net
+        from genexp.metrics.ppl import LPIPS_NETS, FeatureDistance
 
         super().__init__(name, cfg, ctx)
         n = int(ctx.num_samples or cfg.num_samples)
         sim = cfg.get("sim", "vgg")
         if isinstance(sim, str) and sim in LPIPS_NETS:
-            try:
-                net = build_lpips(sim, cfg.get("lpips_resize"))
-            except Exception as exc:
-                raise MetricUnavailable(f"PPL with LPIPS-{sim} needs torchvision and its {sim} weights "
-                                        f"({type(exc).__name__}): pip install 'genexp[gpu]' where torchvision "
-                                        "matches torch, or metrics.ppl.sim=digits_lenet|mnist_lenet|inception "
-                                        "for a feature-space distance") from None
+            # plain-torch LPIPS (metrics/lpips_net.py): a missing backbone file is one line, MetricUnavailable
+            net = lpips_net.build_lpips(sim, cfg.get("weights"), bool(cfg.get("download", True)),
+                                        "metrics.ppl.weights", size=cfg.get("lpips_resize"))
             ident = {"name": f"lpips_{sim}", "resize": cfg.get("lpips_resize")}
         else:
             module, ident = build_extractor(resolve_name(sim, ctx.data_cfg.name), "features", cfg.get("weights"),
