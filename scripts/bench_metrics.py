@@ -326,6 +326,8 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     report = {"command": " ".join(["python", "scripts/bench_metrics.py", *sys.argv[1:]]),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
+              # other work on the machine slows every row alike: read the numbers against it
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
               "devices": [torch.cuda.get_device_name() if d.type == "cuda" else "cpu" for d in devices],
               "metric_stage_features": "synthetic Gaussian (real N(0, I), generated N(0.1, 1.1^2 I)) of the "
                                        "extractor's width, streamed in batches of 1000; peak memory above the "
