@@ -65,7 +65,7 @@ def test_train_eval_sample(run, tmp_path):
     assert saved["samples"].shape == (9, 1, 16, 16) and saved["samples"].abs().max() <= 1
     from PIL import Image
 
-    assert Image.open(sample_dir / "samples.png").size == (3 * 18 + 2, 3 * 18 + 2)
+    assert Image.open(sample_dir / "samples.png").size == (10 * (3 * 18 + 2),) * 2  # enlarged: ceil(512 / 56) = 10
 
 
 def test_toy_data_gives_scatter_and_points(run, tmp_path):
