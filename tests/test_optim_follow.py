@@ -124,9 +124,10 @@ def test_plain_adam_ttur_by_one_key():
     assert groups(built["generator"])[0][0] == 1e-4 and groups(built["discriminator"])[0][0] == 4e-4
 
 
-def test_a_bad_interval_is_a_user_error():
+@pytest.mark.parametrize("value", ["0", "2.5", "true", "abc"])
+def test_a_bad_interval_is_a_user_error(value):
     with pytest.raises(UserError, match="lazy_reg_interval"):
-        net_optimizers(compose("train", ["model=mlp", "optim.discriminator.lazy_reg_interval=0"]))
+        net_optimizers(compose("train", ["model=mlp", f"optim.discriminator.lazy_reg_interval={value}"]))
 
 
 def test_no_pack_writes_a_per_net_number():

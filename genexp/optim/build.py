@@ -10,15 +10,15 @@ from genexp.errors import UserError
 
 def lazy_compensation(interval) -> float:
     """StyleGAN2's lazy-regularisation compensation c = k / (k + 1) for a net regularised every k
-    iterations in a phase of its own (stylegan2-ada-pytorch training_loop.py: lr * c, betas ** c), so
-    that k main steps and one regularisation step move the weights as k + 1 plain steps would; 1
-    when the net has no such phase (null)."""
+    iterations in a phase of its own (stylegan2-ada-pytorch training_loop.py: lr * c, betas ** c): the
+    k + 1 optimizer steps of k iterations (k main, one regularisation) then move the weights about as
+    far as k plain steps, and Adam's averages span as many iterations; 1 when there is no such phase."""
     if interval is None:
         return 1.0
-    k = int(interval)
-    if k < 1:
-        raise UserError(f"optim.<net>.lazy_reg_interval is a count of iterations >= 1 (or null), not {interval}")
-    return k / (k + 1)
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise UserError(f"optim.<net>.lazy_reg_interval={interval}: a count of iterations >= 1 (the net's lazy "
+                        "regulariser's every), or null for none")
+    return interval / (interval + 1)
 
 
 def build_optimizer(cfg: DictConfig, params):
