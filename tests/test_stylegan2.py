@@ -241,7 +241,7 @@ def test_sample_truncation_mixing_grid_and_interpolation(run, tmp_path, sg2_ckpt
     res = run("sample", f"ckpt={ckpt}", "mode=mixing", "mix_rows=2", "mix_cols=3", "mix_layers=[0,1]",
               f"hydra.run.dir={tmp_path / 'm'}")
     assert res.code == 0, res
-    assert Image.open(tmp_path / "m/mixing.png").size == (4 * 18 + 2, 3 * 18 + 2)
+    assert Image.open(tmp_path / "m/mixing.png").size == (7 * (4 * 18 + 2), 7 * (3 * 18 + 2))  # x ceil(512 / 74)
     res = run("sample", f"ckpt={ckpt}", "mode=interpolate", "keyframes=3", "frames=4",
               f"hydra.run.dir={tmp_path / 'i'}")
     assert res.code == 0, res
