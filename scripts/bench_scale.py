@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-RATE = re.compile(r"step\s+(\d+)/\d+ .* ([\d.]+) it/s")
+RATE = re.compile(r"step\s+(\d+)/\d+ .*? ([\d.]+) (it/s|s/it)")  # under 1 it/s the line says s/it
 
 
 def train(args: list[str], steps: int, log_every: int, threads: int, nproc: int = 1) -> dict:
@@ -48,7 +48,7 @@ def train(args: list[str], steps: int, log_every: int, threads: int, nproc: int 
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " | ".join(tail)[:400], "args": args, "nproc": nproc}
-    rates = [float(m.group(2)) for m in RATE.finditer(proc.stdout)]
+    rates = [float(m.group(2)) if m.group(3) == "it/s" else 1 / float(m.group(2)) for m in RATE.finditer(proc.stdout)]
     steady = rates[1:] or rates
     return {"steps_per_s": round(sum(steady) / len(steady), 3), "wall_s": round(wall, 1), "args": args,
             "nproc": nproc, "threads": threads}

@@ -37,6 +37,7 @@ from genexp.metrics.suite import MetricSuite, best_of, better
 from genexp.training.checkpoint import prune_steps, save_checkpoint
 from genexp.training.phema import PowerEMA, snapshot_path
 from genexp.training.runtime import rng_state, set_rng_state
+from genexp.training.throughput import Throughput
 from genexp.viz import picture, reconstruction_figure, save_png
 
 
@@ -154,6 +155,7 @@ class Trainer:
         count = 0
         self.method.train()
         out_of_time = time_budget(cfg)
+        speed = Throughput(self.loader, self.method.optimizers, next(self.method.parameters()).device)
         with self.console.progress(max_steps, self.step) as bar, signals_noted(self):
             while self.step < max_steps:
                 with self.autocast():
@@ -177,6 +179,7 @@ class Trainer:
                     if self.on_nan == "skip":
                         logged["train/skipped_steps"] = float(self.skipped[0])
                     self.check_finite(logged)
+                    logged.update(speed.values())  # kimg, images/s, s/kimg, lr, peak memory
                     sums, count = {}, 0
                     bar.report(self.step, logged)
                 stopping = distributed.any_rank(self.stop_signal is not None)
@@ -199,6 +202,8 @@ class Trainer:
                     # steps not logged yet
                     self.check_finite(distributed.mean_values({k: float(v) for k, v in sums.items()}))
                     self.save()
+                if logged or saving:
+                    speed.mark()  # the next rates time training, not the evaluation or writes just done
                 if stopping:
                     distributed.barrier()  # no rank exits (and makes torchrun end the others) mid-write
                     name = signal.Signals(self.stop_signal or signal.SIGTERM).name
