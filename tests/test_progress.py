@@ -56,3 +56,29 @@ def test_wgan_gp_steps_see_five_batches_and_the_log_says_so(run, tmp_path):
     last = out["wgan_gp"][-1]
     assert last["train/images_per_s"] > 0 and last["train/peak_mem_mb"] > 0
     assert {"train/lr/G", "train/lr/D"} <= set(last)
+
+
+def test_max_kimg_ends_training_at_a_budget_of_images(run, tmp_path):
+    from .test_bad_input import one_error_line
+
+    out = tmp_path / "kimg"
+    res = run("train", *TINY, "trainer.max_steps=1000", "trainer.max_kimg=0.05", "metrics=[]", f"hydra.run.dir={out}")
+    assert res.code == 0, res
+    assert "trainer.max_kimg=0.05 reached: training stops at step 4 (64 images drawn)" in res.err
+    assert json.loads((out / "run.json").read_text())["step"] == 4 and (out / "checkpoints/last.pt").is_file()
+    line = one_error_line(run("train", "trainer.max_kimg=-1.0", f"hydra.run.dir={tmp_path / 'bad'}"))
+    assert "trainer.max_kimg=-1.0: a positive number" in line and not (tmp_path / "bad").exists()
+
+
+def test_compare_losses_pack_sweeps_every_gan_objective_times_three_seeds():
+    from genexp.config.prepare import parse, with_sweeper_params
+
+    from .conftest import CONF, compose
+
+    overrides = with_sweeper_params("train", ["hparams_search=compare_losses"], CONF)
+    swept = {o.get_key_element(): list(o.sweep_iterator()) for o in parse(overrides) if o.is_sweep_override()}
+    losses = {p.stem for p in (CONF / "loss").glob("*.yaml")} - {"edm", "elbo", "nll", "vq"}  # the GAN objectives
+    assert set(swept["loss"]) == losses and swept["trainer.seed"] == [0, 1, 2]
+    for loss in sorted(losses):
+        cfg = compose("train", ["hparams_search=compare_losses", f"loss={loss}", "trainer.seed=1"])
+        assert cfg.trainer.max_kimg == 192 and list(cfg.metrics) == ["fid"]

@@ -159,6 +159,9 @@ def check_train(cfg: DictConfig) -> None:
     budget = trainer.get("max_time_s")
     if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0):
         raise UserError(f"trainer.max_time_s={budget}: a positive number of seconds, or null (no time budget)")
+    kimg = trainer.get("max_kimg")
+    if kimg is not None and (not isinstance(kimg, (int, float)) or isinstance(kimg, bool) or not kimg > 0):
+        raise UserError(f"trainer.max_kimg={kimg}: a positive number of thousands of images, or null (no budget)")
     if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
         raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
     if int(data.batch_size) < 1:

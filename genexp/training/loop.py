@@ -37,7 +37,7 @@ from genexp.metrics.suite import MetricSuite, best_of, better
 from genexp.training.checkpoint import prune_steps, save_checkpoint
 from genexp.training.phema import PowerEMA, snapshot_path
 from genexp.training.runtime import rng_state, set_rng_state
-from genexp.training.throughput import Throughput
+from genexp.training.throughput import Throughput, images_seen
 from genexp.viz import picture, reconstruction_figure, save_png
 
 
@@ -164,6 +164,10 @@ class Trainer:
                 if self.phema is not None:
                     self.phema.update(self.step)
                 last = self.step == max_steps
+                if not last and cfg.get("max_kimg") and images_seen(self.loader) >= 1000 * float(cfg.max_kimg):
+                    last = True  # the same on every rank: the loader's position is global
+                    self.console.note(f"trainer.max_kimg={cfg.max_kimg} reached: training stops at step {self.step} "
+                                      f"({images_seen(self.loader):,} images drawn)")
                 if not last and out_of_time is not None and distributed.any_rank(out_of_time()):
                     last = True  # the budget ends the run here, as max_steps would
                     self.console.note(f"trainer.max_time_s={cfg.max_time_s} ({cfg.get('time_clock', 'process')} "
