@@ -24,7 +24,7 @@ from genexp.logger import Console
 from genexp.metrics.extractors import MetricUnavailable, WeightsError
 from genexp.metrics.lpips_net import build_lpips
 from genexp.training.runtime import resolve_device
-from genexp.viz import image_grid, save_png
+from genexp.viz import progress_figure, projection_figure, save_png
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -51,8 +51,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out = run_dir()
     report = quality(image, target)
     report.update(distance_report(image, target, cfg))
-    save_png(image_grid(torch.cat([target, image]).cpu(), 2), out / "projected.png")
-    save_png(image_grid(torch.cat(frames + [target.cpu()]), len(frames) + 1), out / "progress.png")
+    save_png(projection_figure(target, image), out / "projected.png")
+    save_png(progress_figure(frames, target), out / "progress.png")
     latent = {"ws": ws.detach().cpu(), "space": cfg.space,
               "noise": {k: v.detach().cpu() for k, v in noise.items()}, "ckpt": str(cfg.ckpt),
               "step": int(ckpt["step"]), "target": str(cfg.target)}
