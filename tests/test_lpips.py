@@ -404,3 +404,25 @@ def test_diversity_lpips_is_logged_during_gan_training(run, tmp_path, weight_fil
     assert res.code == 0, res
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["lpips_diversity/alex-64px@32"] >= 0  # 32 = trainer.eval_samples; 16 px digits seen at 64
+
+
+def test_default_training_metrics_add_diversity_lpips_when_alexnet_is_on_this_machine(run, tmp_path, weight_files):
+    """Default metrics: diversity LPIPS joins when torch hub's cache holds AlexNet's file, and nothing is
+    said (or downloaded) when it does not."""
+    import json
+    import shutil
+
+    from .conftest import TINY
+
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(weight_files["alex"], hub / weight_files["alex"].name)
+    tiny = [a for a in TINY if not a.startswith("trainer.eval_samples")] + ["trainer.eval_samples=32"]
+    res = run("train", *tiny, f"hydra.run.dir={tmp_path / 'with'}", env={"TORCH_HOME": str(tmp_path / "torch_home")})
+    assert res.code == 0, res
+    logged = json.loads((tmp_path / "with" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["lpips_diversity/alex-64px@32"] >= 0 and "fid/digits_lenet@32" in logged
+    res = run("train", *tiny, f"hydra.run.dir={tmp_path / 'without'}", env={"TORCH_HOME": str(tmp_path / "none")})
+    assert res.code == 0, res
+    logged = json.loads((tmp_path / "without" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert not any(k.startswith("lpips") for k in logged) and "lpips" not in res.err

@@ -171,7 +171,9 @@ def speed_options(trainer: DictConfig, method, loader: InfiniteLoader, console: 
 
 def default_held_out(cfg: DictConfig, method):
     """The default metrics, plus the held-out ones this model has: nll for a likelihood model on
-    discrete data, recon for a model with an encoder (a list the user gives is taken as it is)."""
+    discrete data, recon for a model with an encoder, and diversity LPIPS on images when its AlexNet
+    file is already on this machine (never downloaded for a default; a list the user gives is taken as
+    it is)."""
     metrics = cfg.get("metrics")
     if metrics_chosen():
         return metrics
@@ -184,6 +186,17 @@ def default_held_out(cfg: DictConfig, method):
         metrics.nll = OmegaConf.load(conf_dir() / "metrics" / "nll.yaml")
     if hasattr(method, "reconstruct"):
         metrics.recon = OmegaConf.load(conf_dir() / "metrics" / "recon.yaml")
+    if cfg.data.get("kind", "image") == "image" and "lpips" not in metrics:
+        from genexp.metrics.extractors import MetricUnavailable
+        from genexp.metrics.lpips_net import backbone_file
+
+        lpips = OmegaConf.load(conf_dir() / "metrics" / "lpips.yaml")
+        try:
+            backbone_file(str(lpips.net), None, False, "metrics.lpips.weights")
+        except MetricUnavailable:
+            return metrics
+        lpips.download = False
+        metrics.lpips = lpips
     return metrics
 
 
