@@ -414,6 +414,13 @@ def test_train_and_sample_through_the_cli(run, tmp_path):
     assert res.code == 2 and "steps=0" in res.err and "Traceback" not in res.err, res
     assert not (out / "samples.png").exists()
 
+    # eval with another sampler: the key says which (euler with 4 steps: 4 network evaluations)
+    res = run("eval", f"ckpt={ckpt}", "metrics=[fid]", "n=32", "metrics.fid.allow_small=true", "sampler=euler",
+              "steps=4", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert res.code == 0, res
+    record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "fid/digits_lenet@32/euler4" in record["metrics"] and record["metrics"]["sample/nfe"] == 4, record
+
 
 @pytest.mark.slow
 def test_resume_is_bit_exact(run, tmp_path):

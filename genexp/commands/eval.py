@@ -96,8 +96,13 @@ def from_checkpoint(cfg: DictConfig, device: torch.device) -> tuple[SampleFn, Di
         raise UserError(f"data.resolution={data_cfg.resolution} but the checkpoint's model makes "
                         f"{train_cfg.model.resolution}px images: add data.resolution={train_cfg.model.resolution}")
     ema = bool(cfg.ema)
+    from genexp.commands.sample import sampler_options
+
+    options = sampler_options(cfg, method)
+    if options:  # the samples and the metric keys' sampler tag both follow sampler= / steps=
+        method.sampler = method.sampler_settings(**options)
     source = {"title": f"{cfg.ckpt} (step {ckpt['step']})", "ckpt": str(cfg.ckpt), "step": int(ckpt["step"]),
-              "protocol": {"ema": ema}, "model": (method, ema)}
+              "protocol": {"ema": ema, **options}, "model": (method, ema)}
     return (lambda n, g: method.sample(n, generator=g, ema=ema)), data_cfg, cfg.get("n"), source
 
 
