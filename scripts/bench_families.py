@@ -115,6 +115,30 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def markdown(records: list[dict]) -> str:
+    """docs/bench/families.md: the table, the machine, one run's exact commands per row, the caveats."""
+    machine = json.loads(OUT_JSON.read_text())["machine"] if OUT_JSON.exists() else ""
+    commands = {}
+    for r in records:
+        commands.setdefault((r["data"], r["model"]), (r["train_cmd"], r["eval_cmd"]))
+    lines = ["# EDM, DCGAN and StyleGAN2 at matched CPU budgets (issue 18)", "",
+             f"Machine: {machine}. Budget: `trainer.max_time_s` of this process's CPU time "
+             "(`trainer.time_clock=process`), so the other workers on the machine do not change it; training "
+             "stops at the first step boundary past it. FID: the shipped classifier's features "
+             "(`extractor=auto`: digits_lenet on digits), the same fake sample count for every model, against "
+             "all real images of the data set. EDM samples with its default sampler: 18 Heun steps, 35 NFE. "
+             "Mean ± std over the seeds (`trainer.seed`; every eval uses seed=0). Wall seconds include "
+             "Python start-up and depend on the load of the machine; CPU seconds of a training include "
+             "start-up (~15-20 s) beyond the budget.", "",
+             "Made by `python scripts/bench_families.py --data digits --models stylegan2 dcgan edm "
+             "--seeds 0 1 2 --budget 20 --n 512` (records: docs/bench/families.json).", "",
+             table(records), "",
+             "## Commands (seed 0; other seeds change trainer.seed and the run directory)", ""]
+    for (data, model), (train, evaluate) in commands.items():
+        lines += [f"- {data} / {model}:", f"  - `OMP_NUM_THREADS=1 {train}`", f"  - `OMP_NUM_THREADS=1 {evaluate}`"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
@@ -125,9 +149,13 @@ def main() -> None:
     parser.add_argument("--root", default="/work/shared/data/mnist", help="MNIST idx folder")
     parser.add_argument("--out", default="outputs/bench_families")
     parser.add_argument("--table", action="store_true", help="only print the table of docs/bench/families.json")
+    parser.add_argument("--markdown", action="store_true", help="only write docs/bench/families.md from the json")
     args = parser.parse_args()
     if args.table:
         print(table(load()))
+        return
+    if args.markdown:
+        OUT_MD.write_text(markdown(load()))
         return
     out = (REPO / args.out).resolve()
     for seed in args.seeds:  # seed-major: a cut-short bench still has every model at the first seeds
