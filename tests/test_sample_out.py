@@ -43,7 +43,7 @@ def generate_py_uint8(x: torch.Tensor) -> np.ndarray:
 def test_a_folder_holds_the_samples_eval_reads_them(run, ckpt, tmp_path):
     res = sample(run, ckpt, tmp_path, "n=37", "seed=3", "out=fid/", "format=png")
     assert res.code == 0, res
-    assert "37/37 images" in res.out and "img/s" in res.out, res  # the progress line
+    assert "sample: images 37/37" in res.out and "img/s" in res.out, res  # the progress line
     names = sorted(p.name for p in (tmp_path / "fid").iterdir())
     assert names == [f"{i:06d}.png" for i in range(37)] + ["dataset.json"]
     # the same samples the grid path stores as a tensor (one batch of 37: the same draw)
@@ -80,10 +80,11 @@ def test_a_zip_in_batches_and_eval_reads_it(run, ckpt, tmp_path):
 
 def fake_samples(target: str, n: int, fmt: str = "png") -> None:
     """A target as an earlier `genexp sample out=` left it (written in-process: no checkpoint needed)."""
-    from genexp.commands.sample_files import Progress, check_target, write_samples
+    from genexp.commands.sample_files import check_target, write_samples
+    from genexp.logger.console import Counter
 
     images = (np.full((4, 4, 1), i, dtype=np.uint8) for i in range(n))
-    write_samples(check_target(target, fmt, False), images, n, None, Progress(n, lambda line: None))
+    write_samples(check_target(target, fmt, False), images, n, None, Counter(lambda line: None, "images", n))
 
 
 def test_mistakes_change_nothing_on_disk(run, ckpt, tmp_path, monkeypatch):

@@ -8,12 +8,13 @@ import torch
 from omegaconf import DictConfig
 
 from genexp.commands.common import restore_method, run_dir
-from genexp.commands.sample_files import Progress, Target, check_target, write_samples
+from genexp.commands.sample_files import Target, check_target, write_samples
 from genexp.commands.sample_seeds import parse_seeds, seed_images, to_uint8
 from genexp.commands.sample_styles import interpolation, mixing_grid, save_gif, strip, truncated
 from genexp.errors import UserError
 from genexp.files import save_torch
 from genexp.logger import Console
+from genexp.logger.console import Counter
 from genexp.training.runtime import resolve_device
 from genexp.viz import image_grid, picture, save_png
 
@@ -115,7 +116,7 @@ def sample_files(cfg: DictConfig, target: Target, method, train_cfg, G, labels, 
     console.info(f"writing {n:,} samples to {target.path} ({target.fmt}, {batch} at a time, step {ckpt['step']})")
     try:
         write_samples(target, images(), n, labels.tolist() if labels is not None else None,
-                      Progress(n, console.info))
+                      Counter(console.info, "sample: images", n))
     except OSError as exc:
         raise UserError(f"out={cfg.out}: cannot write there ({exc.strerror or exc}); pick a folder you can "
                         "write to with room for the images") from exc

@@ -15,9 +15,8 @@ import json
 import os
 import re
 import shutil
-import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 
 from genexp.errors import UserError
 from genexp.files import atomic_write, sync_dir
+from genexp.logger.console import Counter
 
 # format= -> PIL's format and options. PNG is lossless: FID tools read it as the generator drew it;
 # JPEG compression alone moves FID (clean-fid, Parmar et al. 2022), so jpg is for looking, not scoring.
@@ -99,30 +99,8 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-class Progress:
-    """'1,024/50,000 images  312.4 img/s  ETA 2 min 37 s', at most every ``every_s`` seconds and at the end."""
-
-    def __init__(self, total: int, say: Callable[[str], None], every_s: float = 5.0):
-        self.total, self.say, self.every_s = total, say, every_s
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if done < self.total and now - self.last < self.every_s:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = f"  ETA {duration((self.total - done) / rate)}" if done < self.total and rate > 0 else ""
-        self.say(f"{done:,}/{self.total:,} images  {rate:.1f} img/s{eta}")
-
-
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600} h {s // 60 % 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
-
-
 def write_samples(target: Target, images: Iterable[np.ndarray], n: int, labels: list[int] | None,
-                  progress: Progress) -> None:
+                  progress: Counter) -> None:
     """``images``: n H x W x C uint8 arrays, drawn lazily (a batch at a time); ``labels``: each image's
     class for a conditional model (written to dataset.json), else None."""
     files = ((target.name(i), encode(pixels, target.fmt)) for i, pixels in enumerate(counted(images, n, progress)))
@@ -134,7 +112,7 @@ def write_samples(target: Target, images: Iterable[np.ndarray], n: int, labels: 
         write_folder(target.path, files, label_doc)
 
 
-def counted(images: Iterable[np.ndarray], n: int, progress: Progress) -> Iterator[np.ndarray]:
+def counted(images: Iterable[np.ndarray], n: int, progress: Counter) -> Iterator[np.ndarray]:
     done = 0
     for pixels in images:
         yield pixels
