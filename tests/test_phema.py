@@ -197,7 +197,7 @@ def test_phema_command_writes_checkpoints_the_loaders_take(tmp_path, capsys, bas
     run_dir = tmp_path / "run"
     train(run_dir, 4, 4, base=base)
     assert phema(f"ckpt_dir={run_dir}", "sigma_rel=0.05,0.10,0.15") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if not line.startswith("phema: ")]
     assert len(lines) == 3 and "2 snapshots" in lines[1] and "residual" in lines[1]
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     for sigma_rel, k in (("0.050", 0), ("0.100", 1), ("0.150", None)):

@@ -135,7 +135,11 @@ def main(args: list[str]) -> None:
     base = base_checkpoint(run)
     modules = base["method"]["modules"]
     sums = [None] * len(plans)
+    from genexp.logger.console import Counter
+
+    counter = Counter(print, "phema: snapshots read", len(used), unit="snapshot")
     for i, (step, path) in enumerate(used.items()):
+        counter.update(i)
         snap = newest if step == at else read_snapshot(path)
         if [float(s) for s in snap["sigma_rels"]] != stored_sigmas or int(snap["step"]) != step:
             raise UserError(f"{path} is not a snapshot of this run's tracks (sigma_rels {snap['sigma_rels']}, step "
@@ -146,6 +150,7 @@ def main(args: list[str]) -> None:
                     sums[k] = {key: torch.zeros_like(v, dtype=torch.float64) for key, v in track.items()}
                 for key, value in track.items():
                     sums[k][key].add_(value.double(), alpha=float(x[i, j]))
+    counter.update(len(used))
 
     nets = dict(newest["nets"])
     out_dir = Path(opts["out"]) if opts.get("out") else run / "phema"

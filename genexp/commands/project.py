@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from genexp.logger import Console
 from genexp.metrics.extractors import MetricUnavailable, WeightsError
 from genexp.metrics.lpips_net import build_lpips
 from genexp.training.runtime import resolve_device
+from genexp.training.throughput import duration, rate_text
 from genexp.viz import progress_figure, projection_figure, save_png
 
 
@@ -183,6 +185,7 @@ def project(G, target: torch.Tensor, distance, cfg: DictConfig, console: Console
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=float(cfg.lr))
     steps, every = int(cfg.steps), max(1, int(cfg.steps) // max(1, int(cfg.snapshots)))
     frames = []
+    started = time.perf_counter()
     for step in range(steps):
         t = step / steps
         noise_scale = w_std * float(cfg.initial_noise) * max(0.0, 1.0 - t / float(cfg.noise_ramp)) ** 2
@@ -204,7 +207,9 @@ def project(G, target: torch.Tensor, distance, cfg: DictConfig, console: Console
                 buf.sub_(buf.mean()).div_(buf.square().mean().sqrt() + 1e-8)
         if step % every == 0 or step == steps - 1:
             frames.append(image.detach().clamp(-1, 1).cpu())
-            console.info(f"step {step + 1}/{steps}  loss {float(loss):.5f}")
+            rate = (step + 1) / max(time.perf_counter() - started, 1e-9)
+            eta = f"  ETA {duration((steps - step - 1) / rate)}" if step < steps - 1 else ""
+            console.info(f"step {step + 1}/{steps}  loss {float(loss):.5f}  {rate_text(rate)}{eta}")
     ws_final = w_opt.detach().expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt.detach()
     return ws_final, noise, frames
 
