@@ -4,8 +4,8 @@ cannot drift from conf/ or from the commands' options.
 A command line is a line of a fenced code block that starts with `genexp ` (or `$ genexp `, or runs
 `-m genexp` under torchrun / srun / python), its `\\` continuations joined and its `# comment` dropped.
 train / eval / sample / project lines are composed and checked in-process exactly as `genexp` checks a
-command line before Hydra runs (genexp.config.prepare: optional groups, packs, every sweep value, types,
-the composition rules), with `--help` rendered from the yaml text; report / convert / phema lines go
+command line before Hydra runs (genexp.config.prepare: optional groups, packs, every sweep value, the
+composition rules, and the types where a line picks no group option), with `--help` rendered from the yaml text; report / convert / phema lines go
 through those commands' own argument parsers. A failing line fails the test with its file, line number
 and error. The placeholders the docs may use stand for paths: they are listed in PLACEHOLDERS, and any
 other `<...>` fails, so that a new one is a decision."""
@@ -104,7 +104,10 @@ def check(argv: list[str]) -> None:
 def check_hydra_command(command: str, args: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
+    from omegaconf import open_dict
+
     from genexp.config import prepare
+    from genexp.config.checks import check_composition
     from genexp.config.suggest import unknown_flag
 
     if unknown_flag(args):
@@ -115,13 +118,23 @@ def check_hydra_command(command: str, args: list[str]) -> None:
         render(CONF, command, [a for a in args if not a.startswith("-")])
         return
     ns = get_args_parser().parse_args(args)
-    overrides = list(ns.overrides)
+    overrides, multirun = list(ns.overrides), bool(ns.multirun)
     prepare.check_optional_groups(command, overrides, CONF)
-    prepare.check_pack_needs_multirun(overrides, bool(ns.multirun), bool(ns.cfg))
+    prepare.check_pack_needs_multirun(overrides, multirun, bool(ns.cfg))
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if command == "train" and resume and resume[-1] == "auto":  # a path would load its checkpoint
-        overrides = prepare.expand_resume(overrides, bool(ns.multirun))
-    prepare.validate(command, overrides, CONF, multirun=bool(ns.multirun))
+        overrides = prepare.expand_resume(overrides, multirun)
+    # What genexp's own check (prepare.validate) does, within this test's time: every sweep value composed,
+    # the composition rules, and the types where the line picks no group option (then the defaults it
+    # compares with are one composition per command, which the memo keeps).
+    typed = not any((CONF / o.key_or_group).is_dir() for o in prepare.parse(overrides) if not o.is_delete())
+    for variant in prepare.sweep_variants(overrides) if multirun else [overrides]:
+        cfg = prepare.compose(command, variant, CONF)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        if typed:
+            prepare.check_types(command, cfg, variant, CONF)
+        check_composition(command, cfg)
 
 
 def check_file_command(command: str, args: list[str]) -> None:
