@@ -1,7 +1,9 @@
 """Feature networks for the image metrics, each with the identity that goes into a metric's key.
 
 An extractor is an nn.Module mapping images in [-1, 1] (N, C, H, W) to features
-(N, D) or class logits (N, K), with ``num_features`` set (torchmetrics reads it).
+(N, D) or class logits (N, K), with ``num_features`` set (torchmetrics reads it). One whose network
+gives both (the classifiers, Inception) also has ``sizes`` ({output: width}) and ``extract(x, outputs)``,
+every output wanted from one forward pass (metrics/featured.py shares it between FID, KID, PR and IS).
 Four sources: genexp's shipped classifiers (digits_lenet, mnist_lenet), the FID Inception-v3
 (metrics/inception.py), DINOv2 ViT-B/14 and ViT-L/14 (metrics/dinov2.py; FD_DINOv2), the last two
 with weights from a path or the standard download, and any module a user names with ``_target_``.
@@ -103,14 +105,22 @@ def load_weights(net: nn.Module, path: Path, what: str) -> None:
 
 
 class ClassifierFeatures(nn.Module):
+    """A classifier's penultimate features or its class logits; ``extract`` gives both from one pass."""
+
     def __init__(self, net: SmallClassifier, output: str):
         super().__init__()
         self.net, self.output = net.eval(), output
-        self.num_features = net.num_features if output == "features" else net.head.out_features
+        self.sizes = {"features": net.num_features, "logits": net.head.out_features}
+        self.num_features = self.sizes[output]
 
     @torch.no_grad()
+    def extract(self, x: torch.Tensor, outputs) -> dict[str, torch.Tensor]:
+        features = self.net.features(x)
+        # head(features) is what net(x) computes: the logits are the same numbers either way.
+        return {o: features if o == "features" else self.net.head(features) for o in outputs}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x) if self.output == "features" else self.net(x)
+        return self.extract(x, (self.output,))[self.output]
 
 
 class UserFeatures(nn.Module):

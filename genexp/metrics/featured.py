@@ -19,39 +19,70 @@ STANDARD_RESIZE = {"inception": "tf1_bilinear", "digits_lenet": "bilinear", "mni
 
 
 def build_features(cfg, ctx: Context, output: str) -> tuple[nn.Module, dict]:
-    """The extractor ``cfg`` names, built once per suite: metrics that name the same network, weights,
-    filter and output (FID, KID, PR on one extractor) share one module and so one pass per image."""
+    """The extractor ``cfg`` names, built once per suite: metrics that name the same network, weights and
+    filter (FID, KID, PR and IS on one extractor) share one module and so one pass per image, which gives
+    every output they read (features, logits) at once where the network has both (``extract``)."""
     name = resolve_name(cfg.get("extractor", "auto"), ctx.data_cfg.name)
     spec = OmegaConf.to_container(name, resolve=True) if OmegaConf.is_config(name) else name
-    same = json.dumps([spec, output, cfg.get("weights"), cfg.get("resize")], sort_keys=True, default=str)
+    network = json.dumps([spec, cfg.get("weights"), cfg.get("resize")], sort_keys=True, default=str)
+    shared = ctx.extractors.get(network)
+    # A network with one output (a user's module, DINOv2) is built again for the other, which may refuse.
+    same = network if shared is None or shared[0].gives(output) else \
+        json.dumps([spec, output, cfg.get("weights"), cfg.get("resize")], sort_keys=True, default=str)
     if same not in ctx.extractors:
         module, ident = build_extractor(name, output, cfg.get("weights"), cfg.get("resize"),
                                         bool(cfg.get("download", True)), ctx.example())
-        ctx.extractors[same] = SharedPass(module), ident
-    module, ident = ctx.extractors[same]
-    return module, dict(ident)
+        ctx.extractors[same] = SharedPass(module, output), ident
+    shared_pass, ident = ctx.extractors[same]
+    return shared_pass.reader(output), dict(ident)
 
 
 class SharedPass(nn.Module):
     """An extractor read by several metrics: the suite hands each of them the same batch (or a leading
-    slice of it), and a repeat gets the features of the last batch instead of another forward pass.
+    slice of it), and a repeat gets the outputs of the last batch instead of another forward pass.
 
-    The batch itself is kept with its features, not only its address, so no other tensor can take its memory
+    Every output a reader was made for (features, logits) comes from that one pass (``extract``).
+    The batch itself is kept with its outputs, not only its address, so no other tensor can take its memory
     while it is kept; and with its version then, since an in-place write (a sampler that refills one buffer)
-    bumps the counter it shares with its views: kept features are never stale.
-    A slice of the kept features is the slice's features because extractors (in eval mode) are per image."""
+    bumps the counter it shares with its views: kept outputs are never stale.
+    A slice of the kept outputs is the slice's outputs because extractors (in eval mode) are per image."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, output: str):
         super().__init__()
-        self.net, self.num_features = net, net.num_features
-        self.kept: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self.net, self.built_for = net, output
+        self.wanted: list[str] = []
+        self.kept: tuple[torch.Tensor, int, dict[str, torch.Tensor]] | None = None
+
+    def gives(self, output: str) -> bool:
+        return output == self.built_for or output in getattr(self.net, "sizes", {})
+
+    def reader(self, output: str) -> Reader:
+        if output not in self.wanted:
+            self.wanted.append(output)
+            self.kept = None  # kept outputs lack the new one
+        sizes = getattr(self.net, "sizes", {self.built_for: self.net.num_features})
+        return Reader(self, output, sizes[output])
+
+    def read(self, x: torch.Tensor, output: str) -> torch.Tensor:
+        if self.kept is not None and leading_slice(x, *self.kept[:2]):
+            return self.kept[2][output][: len(x)]
+        if hasattr(self.net, "extract"):
+            outputs = self.net.extract(x, tuple(self.wanted))
+        else:
+            outputs = {self.built_for: self.net(x)}
+        self.kept = (x, x._version, outputs)
+        return outputs[output]
+
+
+class Reader(nn.Module):
+    """One output of a shared pass, as the extractor module of one torchmetrics metric."""
+
+    def __init__(self, shared: SharedPass, output: str, num_features: int):
+        super().__init__()
+        self.shared, self.output, self.num_features = shared, output, num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kept is not None and leading_slice(x, *self.kept[:2]):
-            return self.kept[2][: len(x)]
-        features = self.net(x)
-        self.kept = (x, x._version, features)
-        return features
+        return self.shared.read(x, self.output)
 
 
 def leading_slice(x: torch.Tensor, of: torch.Tensor, version: int) -> bool:

@@ -156,10 +156,13 @@ class FIDInceptionV3(nn.Module):
             x = getattr(self, f"Mixed_{name}")(x)
         return x.mean((2, 3))
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        # IS uses the logits without the fc bias ("logits_unbiased"), as the TF code and torch-fidelity do.
+        return features @ self.fc.weight.T
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.pool_features(x)
-        # IS uses the logits without the fc bias ("logits_unbiased"), as the TF code and torch-fidelity do.
-        return f, f @ self.fc.weight.T
+        return f, self.logits(f)
 
 
 def load_state(net: FIDInceptionV3, path: Path) -> None:
@@ -199,12 +202,17 @@ class InceptionFeatures(nn.Module):
     def __init__(self, net: FIDInceptionV3, output: str, resize_filter: str):
         super().__init__()
         self.net, self.output, self.resize_filter = net.eval().requires_grad_(False), output, resize_filter
-        self.num_features = 2048 if output == "features" else 1008
+        self.sizes = {"features": 2048, "logits": 1008}
+        self.num_features = self.sizes[output]
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def extract(self, x: torch.Tensor, outputs) -> dict[str, torch.Tensor]:
+        """The ``outputs`` wanted (features, logits) from one pass through the network."""
         x = unit_to_uint8(x).float()
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         x = resize(x, INPUT_SIZE, self.resize_filter)
-        features, logits = self.net(x) if self.output != "features" else (self.net.pool_features(x), None)
-        return features if self.output == "features" else logits
+        features = self.net.pool_features(x)
+        return {o: features if o == "features" else self.net.logits(features) for o in outputs}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extract(x, (self.output,))[self.output]
