@@ -150,15 +150,25 @@ def check_file_command(command: str, args: list[str]) -> None:
     raise AssertionError(f"genexp {command} ran on a path the docs wrote as an example: {args}")
 
 
+# A line the docs show failing on purpose says so in its comment (`genexp train trainer.max_step=3  # fails: ...`):
+# it must fail.
+FAILS = re.compile(r"\s#\s*fails\b")
+
+
 def failures(lines: list[Line]) -> list[str]:
     out = []
     for line in lines:
         try:
             check(arguments(line.text))
         except SystemExit as exc:  # argparse already printed why
-            out.append(f"{line.where}: exit {exc.code}: {line.text}")
+            if not FAILS.search(line.text):
+                out.append(f"{line.where}: exit {exc.code}: {line.text}")
         except Exception as exc:  # noqa: BLE001 - every kind of failure is reported with its line
-            out.append(f"{line.where}: {type(exc).__name__}: {exc}\n    {line.text}")
+            if not FAILS.search(line.text):
+                out.append(f"{line.where}: {type(exc).__name__}: {exc}\n    {line.text}")
+        else:
+            if FAILS.search(line.text):
+                out.append(f"{line.where}: the docs say this fails, but it passes the checks: {line.text}")
     return out
 
 
@@ -228,3 +238,9 @@ def test_a_wrong_command_line_fails_with_its_place(text, error, tmp_path, monkey
     bad = failures([Line("doc.md:7", text)])
     assert len(bad) == 1 and bad[0].startswith("doc.md:7: "), bad
     assert error in bad[0], bad
+    assert failures([Line("doc.md:8", f"{text}   # fails: on purpose")]) == []
+
+
+def test_a_line_the_docs_say_fails_must_fail(composed_once):
+    bad = failures([Line("doc.md:9", "genexp train trainer.max_steps=3   # fails: it does not")])
+    assert len(bad) == 1 and "passes the checks" in bad[0], bad
