@@ -236,12 +236,22 @@ class MetricSuite:
         for m in sampled:
             if distributed.active() and hasattr(m, "metric") and hasattr(m.metric, "_reductions"):
                 one_tensor_per_list(m.metric)
-            results.update(m.compute())
+            # Each metric's random draws (KID's subsets, IS's split order) from a stream of its own, so its
+            # value does not depend on which metrics ran before it in this suite.
+            with own_rng(metric_seed(seed, m.key), self.device):
+                results.update(m.compute())
         return results
 
     def protocol(self) -> dict:
         return {m.key: {**m.protocol, **({"reference_cache": str(m.cache_path)} if m.cache_path else {})}
                 for m in self.metrics}
+
+
+def metric_seed(seed: int, key: str) -> int:
+    """The seed of one metric's draws at one evaluation seed: stable across runs and processes (not hash())."""
+    import zlib
+
+    return (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**63
 
 
 def sampler_tagged(results: dict[str, float], model) -> dict[str, float]:
