@@ -27,7 +27,7 @@ from genexp.files import save_torch
 FORMAT = 2
 # Bump when genexp changes how images become extractor inputs (decoding, cropping, resizing, the
 # [-1, 1] mapping): statistics computed by an older pipeline then miss instead of being reused.
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2  # 2: bicubic antialiased when growing too (PIL's)
 # Data settings that change how data are served, not what they are.
 NOT_CONTENT = ("batch_size", "num_workers", "download")
 HASH_ENV = "GENEXP_CACHE_HASH"
