@@ -68,12 +68,24 @@ def main(argv: list[str] | None = None) -> None:
     nets) ends quietly with one line and the shell's 130, not a traceback through torch or Hydra."""
     try:
         run_main(argv)
-    except KeyboardInterrupt:
-        import signal
+    except Exception as exc:
+        from genexp.errors import cause_of
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while leaving says nothing more
-        print("genexp: interrupted", file=sys.stderr)
-        sys.exit(130)
+        # Ctrl-C inside Hydra or OmegaConf can surface as the error it left behind (a half-set config
+        # node), with the KeyboardInterrupt as its context: still a stop, not a bug to print.
+        if cause_of(exc, KeyboardInterrupt) is None:
+            raise
+        interrupted()
+    except KeyboardInterrupt:
+        interrupted()
+
+
+def interrupted() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while leaving says nothing more
+    print("genexp: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def run_main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ def one_error_line(res) -> str:
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["model=nosuch"], "model/nosuch"),
+    (["model=nosuch"], "model=nosuch: no such option"),
     (["trainer.nosuch=1"], "nosuch"),
     (["trainer.max_steps=abc"], "expected an integer"),
     (["optim.lr=fast"], "expected a number"),

@@ -122,14 +122,14 @@ def test_packs_and_launchers_compose():
 
 @pytest.mark.parametrize("args, expect", [
     (["-m", "hparams_search=nope"], "hparams_search=nope: no such option (available options in hparams_search: "
-                                    "digits_fid, ring_modes)"),
+                                    "compare_losses, digits_fid, ring_modes)"),
     (["hparams_search=digits_fid"], "is a sweep: add -m"),
     (["-m", "hparams_search=digits_fid", "--cfg", "hydra"], "leave out -m"),
     (["-m", "optim.lr=interval(1e-4,1e-3)"], "the basic sweeper takes"),
     (["-m", "hparams_search=digits_fid", "trainer.max_steps=interval(2,4)"], "use int(interval(...))"),
     (["-m", "hparams_search=digits_fid", "optim.lr=choice(1e-4,fast)"], "optim.lr=fast: expected a number"),
     (["-m", "hparams_search=digits_fid", "trainer.objective=is"], "use hydra.sweeper.direction=maximize"),
-    (["-m", "hparams_search=ring_modes", "loss=choice(lsgan,nope)"], "loss/nope"),
+    (["-m", "hparams_search=ring_modes", "loss=choice(lsgan,nope)"], "loss=nope: no such option"),
 ])
 def test_sweep_mistakes(run, args, expect):
     assert expect in one_error_line(run("train", *args))

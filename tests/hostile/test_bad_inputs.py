@@ -184,3 +184,23 @@ def test_uncreatable_run_dir(run, tmp_path, where, expect):
     path = tmp_path / ("n" * 300) / "r" if where == "long" else Path(where)
     line = one_error_line(run("train", *RUN, f"hydra.run.dir={path}"))
     assert expect in line and "hydra.run.dir=" in line
+
+
+def test_an_error_left_behind_by_ctrl_c_is_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C inside OmegaConf/Hydra can surface as another exception (a half-set node) whose context is
+    the KeyboardInterrupt: exit 130 with one line, no traceback. Any other error still raises."""
+    from genexp import cli
+
+    def interrupted_inside(argv=None):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise KeyError("_flags_cache")  # noqa: B904 (the context is the point)
+
+    monkeypatch.setattr(cli, "run_main", interrupted_inside)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train"])
+    assert stop.value.code == 130 and capsys.readouterr().err.strip() == "genexp: interrupted"
+    monkeypatch.setattr(cli, "run_main", lambda argv=None: (_ for _ in ()).throw(KeyError("a bug")))
+    with pytest.raises(KeyError):
+        cli.main(["train"])
