@@ -31,7 +31,7 @@ demo: install ## train the default GAN on the embedded digits, then evaluate and
 	@echo "demo outputs: $(DEMO)/{train,eval,sample}"
 
 test: install ## the fast test suite (under 10 minutes on 2 cores), in two workers
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=25
 
 test-slow: install ## the slow tests only (full-length training runs)
 	$(BIN)/python -m pytest -q -m slow
