@@ -181,6 +181,7 @@ def test_a_full_disk_costs_checkpoints_not_the_run(finished, tmp_path):
     assert status["status"] == "done" and status["step"] == 4
 
 
+@pytest.mark.slow  # make test under 10 minutes; two default-run tests fill the disk (here, test_faults)
 def test_a_full_disk_for_small_files_leaves_the_run_as_it_was(finished, tmp_path):
     out = copy_of(finished, tmp_path)
     before = snapshot(out)
