@@ -24,19 +24,23 @@ THREE = {"fid": {"kind": "fid", "num_samples": N, "extractor": "digits_lenet"},
 FOUR = {**THREE, "is": {"kind": "is", "num_samples": N, "splits": 2, "extractor": "digits_lenet"}}
 
 
-@pytest.fixture
-def images_through_the_extractor(monkeypatch):
-    """Counts every image that goes through the body of genexp's classifiers (the forward pass that
+def count_images(monkeypatch, cls, method: str) -> dict[str, int]:
+    """Counts every image that goes through ``cls.method`` (a network's body, the forward pass that its
     features and logits share)."""
-    seen = {"features": 0}
-    body = SmallClassifier.features
+    seen = {"images": 0}
+    body = getattr(cls, method)
 
     def counted(self, x):
-        seen["features"] += len(x)
+        seen["images"] += len(x)
         return body(self, x)
 
-    monkeypatch.setattr(SmallClassifier, "features", counted)
+    monkeypatch.setattr(cls, method, counted)
     return seen
+
+
+@pytest.fixture
+def images_through_the_extractor(monkeypatch):
+    return count_images(monkeypatch, SmallClassifier, "features")
 
 
 def noise(n, g):
@@ -54,18 +58,18 @@ def evaluate(metrics: dict, sample=noise) -> dict[str, float]:
 def test_fid_kid_and_pr_on_one_extractor_see_each_image_once(images_through_the_extractor):
     together = evaluate(THREE)
     # 300 real images and 300 generated ones, each once: not once per metric (3 x 600 before).
-    assert images_through_the_extractor == {"features": 2 * N}
+    assert images_through_the_extractor == {"images": 2 * N}
     apart = {}
     for name, cfg in THREE.items():
         apart.update(evaluate({name: cfg}))
-    assert images_through_the_extractor["features"] == 2 * N * (1 + len(THREE))
+    assert images_through_the_extractor["images"] == 2 * N * (1 + len(THREE))
     assert together == apart
 
 
 def test_a_smaller_metric_reads_a_leading_slice_of_the_same_batch(images_through_the_extractor):
     metrics = {"fid": THREE["fid"], "pr": {**THREE["pr"], "num_samples": 200}}
     evaluate(metrics)
-    assert images_through_the_extractor["features"] == 2 * N
+    assert images_through_the_extractor["images"] == 2 * N
 
 
 def test_a_batch_rewritten_in_place_is_extracted_again(images_through_the_extractor):
@@ -77,24 +81,24 @@ def test_a_batch_rewritten_in_place_is_extracted_again(images_through_the_extrac
         return buffer[:n].copy_(noise(n, g))
 
     assert evaluate(THREE, into_one_buffer) == evaluate(THREE)
-    assert images_through_the_extractor["features"] == 2 * (2 * N)
+    assert images_through_the_extractor["images"] == 2 * (2 * N)
 
 
 def test_other_weights_or_filters_are_other_passes(images_through_the_extractor):
     metrics = {"fid": THREE["fid"], "kid": {**THREE["kid"], "resize": "box"}}
     evaluate(metrics)
-    assert images_through_the_extractor["features"] == 2 * (2 * N)
+    assert images_through_the_extractor["images"] == 2 * (2 * N)
 
 
 def test_is_reads_the_logits_of_the_same_pass_as_fid_kid_and_pr(images_through_the_extractor):
     together = evaluate(FOUR)
     # 300 real images (FID, KID, PR) and 300 generated ones (all four), each once: 2 x 600 before, when IS
     # ran a pass of its own on the generated images.
-    assert images_through_the_extractor["features"] == 2 * N
+    assert images_through_the_extractor["images"] == 2 * N
     apart = {}
     for name, cfg in FOUR.items():
         apart.update(evaluate({name: cfg}))
-    assert images_through_the_extractor["features"] == 2 * N + 2 * N * len(THREE) + N
+    assert images_through_the_extractor["images"] == 2 * N + 2 * N * len(THREE) + N
     assert together == apart and set(together) >= {"fid/digits_lenet@300", "is/digits_lenet@300"}
 
 
@@ -107,7 +111,7 @@ def test_the_shared_logits_are_the_classifiers_own(images_through_the_extractor)
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     assert logits.num_features == 10 and features.num_features == 128
     got = logits(x), features(x)
-    assert images_through_the_extractor["features"] == len(x)
+    assert images_through_the_extractor["images"] == len(x)
     with torch.no_grad():
         assert torch.equal(got[0], module.net(x)) and torch.equal(got[1], module.net.features(x))
 
@@ -133,15 +137,7 @@ def inception_file(tmp_path_factory):
 
 @pytest.fixture
 def images_through_inception(monkeypatch):
-    seen = {"images": 0}
-    pool = FIDInceptionV3.pool_features
-
-    def counted(self, x):
-        seen["images"] += len(x)
-        return pool(self, x)
-
-    monkeypatch.setattr(FIDInceptionV3, "pool_features", counted)
-    return seen
+    return count_images(monkeypatch, FIDInceptionV3, "pool_features")
 
 
 def test_inception_gives_pool_features_and_is_logits_from_one_pass(inception_file, images_through_inception):
