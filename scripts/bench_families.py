@@ -15,12 +15,14 @@ Results are appended to docs/bench/families.json (one record per run, re-runs re
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,10 +92,19 @@ def load() -> list[dict]:
     return json.loads(OUT_JSON.read_text())["runs"] if OUT_JSON.exists() else []
 
 
-def save(records: list[dict]) -> None:
+def save(records: list[dict], machine: str) -> None:
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-    machine = "2-core shared CPU (4 other workers), torch " + __import__("torch").__version__ + " CPU, 1 thread"
+    machine = f"{machine}, torch {__import__('torch').__version__} CPU, 1 thread a run"
     OUT_JSON.write_text(json.dumps({"machine": machine, "runs": records}, indent=1) + "\n")
+
+
+def record_run(record: dict, machine: str) -> None:
+    """Replaces the run's earlier record; a lock, since one bench per data set may run at once."""
+    with open(Path(tempfile.gettempdir()) / "genexp-bench-families.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        key = ("data", "model", "seed", "budget_cpu_s", "fid_key")
+        records = [r for r in load() if tuple(r[k] for k in key) != tuple(record[k] for k in key)]
+        save(records + [record], machine)
 
 
 def mean_std(values: list[float]) -> str:
@@ -163,6 +174,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="generated samples per FID")
     parser.add_argument("--root", default="/work/shared/data/mnist", help="MNIST idx folder")
     parser.add_argument("--out", default="outputs/bench_families")
+    parser.add_argument("--machine", default="2-core shared CPU", help="the machine, for the table's note")
     parser.add_argument("--table", action="store_true", help="only print the table of docs/bench/families.json")
     parser.add_argument("--markdown", action="store_true", help="only write docs/bench/families.md from the json")
     args = parser.parse_args()
@@ -177,9 +189,7 @@ def main() -> None:
         for model in args.models:
             record = bench_one(args.data, model, seed, args.budget, args.n, args.root, out)
             print(json.dumps({k: v for k, v in record.items() if not k.endswith("_cmd")}), flush=True)
-            records = [r for r in load() if (r["data"], r["model"], r["seed"], r["budget_cpu_s"])
-                       != (args.data, model, seed, args.budget)]
-            save(records + [record])
+            record_run(record, args.machine)
     print(table(load()))
 
 
