@@ -147,6 +147,9 @@ def run_hydra(command: str, args: list[str]) -> None:
         args = [*args, NO_HYDRA_SUBDIR]
     # Hydra parses sys.argv itself; argv[0] only names the program in its messages.
     sys.argv = [f"genexp {command}", *args]
+    from genexp.config.schemas import register
+
+    register()  # the conf options' defaults lists name these schemas
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)()
 
 

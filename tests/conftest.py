@@ -20,6 +20,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["GENEXP_OFFLINE"] = "1"
 CONF = REPO / "conf"
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _schemas():
+    """conf/'s options name their schemas (genexp/config/schemas.py): tests that compose with Hydra's
+    API directly need them registered, as genexp's own composition does."""
+    from genexp.config.schemas import register
+
+    register()
+
 # Small nets and sample counts: every CLI run below takes seconds.
 TINY = [
     "logger=none", "trainer.progress=plain", "trainer.max_steps=2", "trainer.log_every=1",

@@ -1,13 +1,19 @@
-"""Compositions that cannot train, caught before anything starts, each with the fix in one line."""
+"""Compositions that cannot train, caught before anything starts, each with the fix in one line.
+
+The rules here span groups (a model and its data, loss and optimizer); a rule of one group lives beside
+its component (genexp/training/config.py, genexp/data/config.py, genexp/optim/config.py, the ADA and
+DiffAugment modules) and is called from here.
+"""
 
 from __future__ import annotations
-
-import math
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from genexp.data import config as data_rules
 from genexp.errors import UserError
+from genexp.optim import config as optim_rules
+from genexp.training import config as trainer_rules
 
 
 def check_composition(command: str, cfg: DictConfig) -> None:
@@ -54,6 +60,7 @@ def missing_values(node, prefix: str = "") -> list[str]:
 
 def check_train(cfg: DictConfig) -> None:
     model, data, loss = cfg.model, cfg.data, cfg.loss
+    data_rules.check(data)  # the rules of one group each live beside the component they protect
     if model.family != loss.family:
         hint = " (loss=edm)" if model.family == "diffusion" else ""
         raise UserError(
@@ -79,30 +86,16 @@ def check_train(cfg: DictConfig) -> None:
         raise UserError(f"model={model.name} scores discrete pixel values and data={data.name} has none "
                         "(data.levels=null): use data=digits8, or data.levels=256 for 8-bit images at their "
                         "native size")
-    policy = OmegaConf.select(model, "method.augment", default=None)
-    policy = OmegaConf.to_container(policy) if OmegaConf.is_list(policy) else policy
-    if policy:
-        from genexp.methods.augment import parse_policy
+    augment_policy = OmegaConf.select(model, "method.augment", default=None)
+    if augment_policy:
+        from genexp.methods.augment import check_policy
 
-        if data.kind != "image":
-            raise UserError(f"model.method.augment={policy}: augmentations work on images and data={data.name} is "
-                            f"{data.kind}")
-        try:
-            parse_policy(policy)
-        except ValueError as exc:
-            raise UserError(f"model.method.augment={policy}: {exc}") from None
+        check_policy(augment_policy, data)
     ada = OmegaConf.select(model, "method.ada", default=None)
     if ada is not None and ada.get("enabled", False):
-        from genexp.methods.ada import PIPELINES
+        from genexp.methods.ada import check_settings
 
-        if data.kind != "image":
-            raise UserError(f"model.method.ada.enabled=true: ADA augments images and data={data.name} is {data.kind}")
-        if ada.get("pipeline", "bgc") not in PIPELINES:
-            raise UserError(f"model.method.ada.pipeline={ada.pipeline}: use one of {', '.join(PIPELINES)}")
-        colour = set(PIPELINES["color"]) & set(PIPELINES[ada.get("pipeline", "bgc")])
-        if colour and int(data.channels) not in (1, 3):
-            raise UserError(f"model.method.ada.pipeline={ada.pipeline} has colour transforms, which take 1 or 3 "
-                            f"channels, and data.channels={data.channels}: use model.method.ada.pipeline=bg")
+        check_settings(ada, data)
     classes = int(model.get("num_classes", 0) or 0)
     if classes:
         if int(data.get("num_classes", 0) or 0) != classes:
@@ -133,55 +126,5 @@ def check_train(cfg: DictConfig) -> None:
         from genexp.models.edm.sampler import sampler_settings
 
         sampler_settings(OmegaConf.to_container(model.sampler, resolve=True))
-    try:
-        from genexp.optim.schedule import LrDecay
-
-        LrDecay(optim.get("decay", "constant"), optim.get("decay_start", 0.0), cfg.trainer.max_steps)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    trainer = cfg.trainer
-    if str(trainer.get("on_nan", "stop")) not in ("stop", "skip"):
-        raise UserError(f"trainer.on_nan={trainer.on_nan}: use stop (end the run) or skip (skip non-finite steps)")
-    if str(trainer.get("precision", "32")) not in ("32", "bf16", "16"):
-        raise UserError(f"trainer.precision={trainer.precision}: use 32, bf16 (bfloat16 autocast) or 16 (float16 "
-                        "autocast with loss scaling)")
-    accumulate = trainer.get("accumulate", 1)
-    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
-        raise UserError(f"trainer.accumulate={accumulate}: a whole number of micro-batches per step, at least 1")
-    if int(data.batch_size) % accumulate:
-        raise UserError(f"data.batch_size={data.batch_size} does not split into trainer.accumulate={accumulate} "
-                        "equal micro-batches: use a multiple")
-    for key in ("compile", "channels_last"):
-        if not isinstance(trainer.get(key, False), bool):
-            raise UserError(f"trainer.{key}={trainer.get(key)}: use true or false")
-    if str(trainer.get("time_clock", "process")) not in ("process", "wall"):
-        raise UserError(f"trainer.time_clock={trainer.time_clock}: use process (this process's CPU time) or wall")
-    budget = trainer.get("max_time_s")
-    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0):
-        raise UserError(f"trainer.max_time_s={budget}: a positive number of seconds, or null (no time budget)")
-    kimg = trainer.get("max_kimg")
-    if kimg is not None and (not isinstance(kimg, (int, float)) or isinstance(kimg, bool) or not kimg > 0):
-        raise UserError(f"trainer.max_kimg={kimg}: a positive number of thousands of images, or null (no budget)")
-    if trainer.get("keep_last") is not None and int(trainer.keep_last) < 1:
-        raise UserError(f"trainer.keep_last={trainer.keep_last}: keep at least 1 step checkpoint (null keeps all)")
-    if int(data.batch_size) < 1:
-        raise UserError(f"data.batch_size={data.batch_size}: must be at least 1")
-    for key in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_samples", "grid_samples"):
-        if trainer.get(key) is not None and int(trainer[key]) < 0:
-            raise UserError(f"trainer.{key}={trainer[key]}: use 0 (never) or a positive count, or null")
-    check_learning_rates(optim)
-
-
-def check_learning_rates(optim: DictConfig) -> None:
-    """Every lr under optim (its shared one and each net's) a finite number >= 0: a negative lr climbs
-    the loss, a NaN one turns every weight into NaN at the first step."""
-    def walk(node, prefix):
-        for key, value in node.items():
-            if OmegaConf.is_dict(value):
-                walk(value, f"{prefix}{key}.")
-            elif key == "lr" and value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
-                    raise UserError(f"optim.{prefix}lr={value}: a learning rate is a finite number >= 0 "
-                                    "(e.g. optim.lr=2e-4)")
-    walk(optim, "")
+    trainer_rules.check(cfg.trainer, data)
+    optim_rules.check(optim, cfg.trainer.max_steps)

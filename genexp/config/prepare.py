@@ -9,6 +9,7 @@ has been written yet.
 from __future__ import annotations
 
 import itertools
+import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -259,15 +260,45 @@ def compose(command: str, overrides: list[str], conf_dir: Path) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from genexp.config.schemas import register
+
+    register()
     try:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             return hydra_compose(command, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         if cause_of(exc, KeyboardInterrupt):  # Ctrl-C while Hydra composed: a stop, not a config error
             raise KeyboardInterrupt from None
+        from genexp.config import schemas
         from genexp.config.suggest import rephrase
 
-        raise UserError(rephrase(one_line(exc), conf_dir, command, overrides) + plugin_hint(str(exc))) from None
+        refused = schemas.refused_value(exc)
+        if refused is not None:
+            raise type_error(command, overrides, conf_dir, *refused) from None
+        if "does not support deletion" in str(exc.__cause__ or exc):
+            key = str(getattr(exc.__cause__, "full_key", "") or "the key")
+            raise UserError(f"~{key}: every {key.split('.')[0]} option has this key (its schema fixes the keys): "
+                            f"give it a value instead ({key}=...)") from None
+        message = rephrase(one_line(exc), conf_dir, command, overrides, closed=schemas.closed(exc))
+        raise UserError(message + plugin_hint(str(exc))) from None
+
+
+def type_error(command: str, overrides: list[str], conf_dir: Path, key: str, expected: str) -> UserError:
+    """A value a schema refused, said as check_types says it: the value as typed, what the key takes, and
+    its default (composed without the refused override; this runs only on the way out)."""
+    raw = next((r for r, o in zip(overrides, parse(overrides)) if o.key_or_group == key and not o.is_delete()), None)
+    if raw is None:  # set in a config file (a pack of the user's own)
+        return UserError(f"{key}: expected {expected} (the config files set it to something else)")
+    said = f"{key}={raw.split('=', 1)[1]}: expected {expected}"
+    if expected == "true or false":
+        return UserError(said)
+    try:
+        default = OmegaConf.select(compose(command, [o for o in overrides if o is not raw], conf_dir), key,
+                                   throw_on_missing=False)
+    except (UserError, OmegaConfBaseException):
+        return UserError(said)
+    default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+    return UserError(f"{said} (the default is {'null' if default is None else default})")
 
 
 def plugin_hint(message: str) -> str:
@@ -282,35 +313,63 @@ def plugin_hint(message: str) -> str:
 def validate(command: str, overrides: list[str], conf_dir: Path, multirun: bool) -> None:
     from genexp.config.checks import check_composition
 
-    if multirun:
-        overrides = with_sweeper_params(command, overrides, conf_dir)
-    variants = sweep_variants(overrides) if multirun else [overrides]
-    for i, variant in enumerate(variants):
-        cfg = compose(command, variant, conf_dir)
-        check_output_dir(cfg, multirun, variant)
-        if multirun and i == 0:
-            check_sweeper(command, cfg, overrides)
-        with open_dict(cfg):
-            del cfg["hydra"]  # holds fields that exist only once a job runs
-        try:
+    try:
+        if multirun:
+            overrides = with_sweeper_params(command, overrides, conf_dir)
+        variants = sweep_variants(overrides) if multirun else [overrides]
+        for i, variant in enumerate(variants):
+            cfg = compose(command, variant, conf_dir)
+            check_output_dir(cfg, multirun, variant)
+            if multirun and i == 0:
+                check_sweeper(command, cfg, overrides)
+            with open_dict(cfg):
+                del cfg["hydra"]  # holds fields that exist only once a job runs
             check_types(command, cfg, variant, conf_dir)
-        except UserError as err:
-            raise interval_hint(err, overrides) from None
-        check_composition(command, cfg)
+            check_composition(command, cfg)
+    except UserError as err:
+        raise interval_hint(err, overrides) from None
 
 
 def check_types(command: str, cfg: DictConfig, overrides: list[str], conf_dir: Path) -> None:
-    """A value where the defaults hold a number (or a boolean) must be one too."""
+    """What the schemas of trainer, data and optim (genexp/config/schemas.py) leave to check. Hydra refuses a
+    wrong type there itself; here:
+    - a key of a group without a schema (model, loss, metrics ...) or in an open mapping (a net's optimizer,
+      data.dataset) must hold what its default holds: a number where the default is a number;
+    - a schema's boolean takes true or false only: OmegaConf would also take yes, on, 1 and any integer
+      (trainer.channels_last=2 would become true), more likely a slip than a choice;
+    - `+key=` cannot add a key to a schema's node: Hydra adds it under open_dict, and nothing would read it."""
+    from genexp.config import schemas
+
     value_overrides = []
     group_overrides = []
     for raw, o in zip(overrides, parse(overrides)):
         key = o.key_or_group
         if o.is_delete() or key.startswith("hydra") or o.package is not None:
             continue
-        (group_overrides if (conf_dir / key).is_dir() else value_overrides).append((raw, key))
+        if (conf_dir / key).is_dir():
+            group_overrides.append(raw)
+            continue
+        schema = schemas.schema_of(cfg, key)
+        if schema is None:
+            value_overrides.append((raw, key))
+            continue
+        field = key.rsplit(".", 1)[-1]
+        hints = typing.get_type_hints(schema)
+        if field not in hints:
+            from genexp.config.help import all_keys
+            from genexp.config.suggest import did_you_mean
+
+            known = [k for k in all_keys(conf_dir, command, overrides) if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0]]
+            raise UserError(f"{raw}: {key} does not exist{did_you_mean(key, known, key=lambda k: k.rsplit('.', 1)[-1])} "
+                            f"and cannot be added: the keys of {key.rsplit('.', 1)[0]} are fixed by its schema "
+                            f"(genexp {command} --help lists them)")
+        value = o.value()
+        if hints[field] in (bool, typing.Optional[bool]) and not isinstance(value, bool) and value is not None \
+                and not str(value).startswith("${"):
+            raise UserError(f"{key}={raw.split('=', 1)[1]}: expected true or false")
     if not value_overrides:
         return
-    base = compose(command, [raw for raw, _ in group_overrides], conf_dir)
+    base = compose(command, group_overrides, conf_dir)
     for raw, key in value_overrides:
         try:
             default = OmegaConf.select(base, key, throw_on_missing=False, default=None)

@@ -34,9 +34,10 @@ def unknown_flag(args: list[str]) -> str | None:
     return None
 
 
-def rephrase(message: str, conf: Path, command: str, overrides: list[str]) -> str:
+def rephrase(message: str, conf: Path, command: str, overrides: list[str], closed: bool = False) -> str:
     """Hydra's message about an unknown key or group option, said as genexp says it, with the nearest
-    known name; any other message unchanged."""
+    known name; any other message unchanged. ``closed``: a schema refused the key (genexp/config/schemas.py),
+    so `+key=` cannot add it either."""
     m = re.search(r"Could not override '([^']+)'", message) or re.search(r"Key '([^']+)' is not in struct", message)
     if m:
         from genexp.config.help import all_keys
@@ -47,6 +48,9 @@ def rephrase(message: str, conf: Path, command: str, overrides: list[str]) -> st
             hint = did_you_mean(bad, all_keys(conf, command, rest), key=lambda k: k.rsplit(".", 1)[-1])
         except OSError:
             hint = ""
+        if closed:
+            return (f"unknown key {bad}{hint}; genexp {command} --help lists the keys (the keys of "
+                    f"{bad.rsplit('.', 1)[0]} are fixed by its schema: +{bad}=... cannot add it)")
         return (f"unknown key {bad}{hint}; genexp {command} --help lists the keys "
                 f"(a key of your own: +{bad}=...)")
     m = re.search(r"Could not find '([^']+)/([^'/]+)'", message)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genexp import distributed
+from genexp.errors import UserError
 
 # Luma axis of the colour transforms (the official code's choice: equal RGB weights).
 LUMA = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
@@ -36,6 +37,19 @@ PIPELINES = {
 }
 PIPELINES["bg"] = PIPELINES["blit"] + PIPELINES["geom"]
 PIPELINES["bgc"] = PIPELINES["bg"] + PIPELINES["color"]
+
+
+def check_settings(ada, data) -> None:
+    """model.method.ada (enabled) against the composed data config: a known pipeline, on image data whose
+    channel count its colour transforms take."""
+    pipeline = ada.get("pipeline", "bgc")
+    if data.kind != "image":
+        raise UserError(f"model.method.ada.enabled=true: ADA augments images and data={data.name} is {data.kind}")
+    if pipeline not in PIPELINES:
+        raise UserError(f"model.method.ada.pipeline={pipeline}: use one of {', '.join(PIPELINES)}")
+    if set(PIPELINES["color"]) & set(PIPELINES[pipeline]) and int(data.channels) not in (1, 3):
+        raise UserError(f"model.method.ada.pipeline={pipeline} has colour transforms, which take 1 or 3 "
+                        f"channels, and data.channels={data.channels}: use model.method.ada.pipeline=bg")
 
 
 def translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:

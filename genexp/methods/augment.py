@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from genexp.errors import UserError
+
 
 def per_sample(x: torch.Tensor) -> torch.Tensor:
     return torch.rand(len(x), 1, 1, 1, device=x.device, dtype=x.dtype)
@@ -64,6 +66,20 @@ def parse_policy(policy) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     if unknown:
         raise ValueError(f"unknown augmentation {unknown[0]!r}: use {', '.join(POLICIES)}")
     return [POLICIES[p] for p in names]
+
+
+def check_policy(policy, data) -> None:
+    """model.method.augment against the composed data config: known names, on image data."""
+    from omegaconf import OmegaConf
+
+    policy = OmegaConf.to_container(policy) if OmegaConf.is_list(policy) else policy
+    if data.kind != "image":
+        raise UserError(f"model.method.augment={policy}: augmentations work on images and data={data.name} is "
+                        f"{data.kind}")
+    try:
+        parse_policy(policy)
+    except ValueError as exc:
+        raise UserError(f"model.method.augment={policy}: {exc}") from None
 
 
 def augment(x: torch.Tensor, transforms: list[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
