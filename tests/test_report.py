@@ -34,6 +34,7 @@ def test_report_of_a_sweep_with_a_failed_and_a_killed_run(run, tmp_path):
     assert float(by_run["1"]["optim.lr"]) == 2e-4 and by_run["0"]["step"] == "2/2"
     assert float(by_run["0"][fid[0]]) > 0 and by_run["2"][fid[0]] == ""
     assert "RuntimeError: boom" in res.out
+    assert "report: runs read 4/4" in res.err  # progress on stderr; the table stays alone on stdout
     assert (sweep / "report.md").read_text().count("\n") == 2 + 4
     assert (sweep / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 from genexp.errors import UserError
@@ -196,7 +197,16 @@ def main(argv: list[str]) -> None:
     root = args.sweep_dir
     if not root.is_dir():
         raise UserError(f"{root}: no such directory; give a sweep folder (e.g. outputs/train/<date>_<time>_multirun)")
-    runs = [summarize(run, root) for run in find_runs(root)]
+    from genexp.logger.console import Counter
+
+    found = find_runs(root)
+    # A sweep of hundreds of runs on a network disk takes a while to read: say how far it got.
+    counter = Counter(lambda line: print(line, file=sys.stderr, flush=True), "report: runs read", len(found),
+                      unit="run")
+    runs = []
+    for done, run in enumerate(found, 1):
+        runs.append(summarize(run, root))
+        counter.update(done)
     if not runs:
         raise UserError(f"{root} holds no runs (no metrics.jsonl or run.json within {MAX_DEPTH} levels)")
     out = args.out or root
