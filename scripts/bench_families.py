@@ -75,7 +75,8 @@ def bench_one(data: str, model: str, seed: int, budget: float, n: int, root: str
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     steps, batch = int(ckpt["step"]), int(ckpt["config"]["data"]["batch_size"])
     eval_dir = run_dir / "eval"
-    evaluate = ["eval", f"ckpt={run_dir}/checkpoints/last.pt", "metrics=[fid]", f"n={n}", "seed=0", *data_args,
+    # The checkpoint names its data (root included): eval reads the same set.
+    evaluate = ["eval", f"ckpt={run_dir}/checkpoints/last.pt", "metrics=[fid]", f"n={n}", "seed=0",
                 f"hydra.run.dir={eval_dir}"]
     eval_wall, eval_cpu = run(evaluate, out / f"{run_dir.name}.eval.log")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
