@@ -20,6 +20,7 @@ class Entry:
     key: str  # dotted, from the config root
     value: str  # as written in the yaml ("" for a mapping)
     doc: str
+    type: str = ""  # from the option's schema (genexp/config/schemas.py), where it names one
 
 
 @dataclass
@@ -133,17 +134,24 @@ def _group_options(conf: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (conf / group).glob("*.yaml"))
 
 
-def _option_file(conf: Path, group: str, option: str) -> tuple[str | None, str, list[tuple[str, str, str]], list[str]]:
+def _option_file(conf: Path, group: str, option: str) -> tuple[str | None, str, list[tuple[str, ...]], list[str]]:
     """read_yaml_doc of conf/<group>/<option>.yaml with the sibling options it extends (a bare name in
-    its defaults list) merged under it: their keys first, its own values and comments over them."""
+    its defaults list) merged under it: their keys first, its own values and comments over them; each
+    entry with the type its schema gives the key ("" without one)."""
+    from genexp.config.schemas import field_types
+
     package, doc, entries, defaults = read_yaml_doc(conf / group / f"{option}.yaml")
-    merged: dict[str, tuple[str, str, str]] = {}
+    merged: dict[str, tuple[str, str, str, str]] = {}
+    types: dict[str, str] = {}
     for base in defaults:
-        if ":" not in base and base != "_self_" and (conf / group / f"{base}.yaml").is_file():
-            for k, v, d in _option_file(conf, group, base)[2]:
-                merged[k] = (k, v, d)
+        if base.startswith("/"):  # a schema (/schema/...@_here_): types, not keys or values
+            types.update(field_types(base))
+        elif ":" not in base and base != "_self_" and (conf / group / f"{base}.yaml").is_file():
+            for k, v, d, t in _option_file(conf, group, base)[2]:
+                merged[k] = (k, v, d, t)
     for k, v, d in entries:
-        merged[k] = (k, v, d or merged.get(k, ("", "", ""))[2])
+        old = merged.get(k, ("", "", "", ""))
+        merged[k] = (k, v, d or old[2], types.get(k, old[3]))
     return package, doc, list(merged.values()), defaults
 
 
@@ -197,7 +205,7 @@ def sections(conf: Path, command: str, overrides: list[str] = ()) -> tuple[list[
             package, doc, entries, _ = _option_file(conf, group, option)
             prefix = "" if package == "_global_" else (package or group.replace("/", ".")) + "."
             out.append(Section(f"{group}={option}", path, doc,
-                               [Entry(prefix + k, v, d) for k, v, d in entries if not _internal(k)]))
+                               [Entry(prefix + k, v, d, t) for k, v, d, t in entries if not _internal(k)]))
     return out, chosen, order, optional
 
 
@@ -224,7 +232,8 @@ def render(conf: Path, command: str, overrides: list[str] = (), width: int | Non
     for group, names in listed:
         lines += textwrap.wrap(names, width, initial_indent="  " + group.ljust(pad),
                                subsequent_indent=" " * (pad + 2), break_on_hyphens=False)
-    lines += ["", "Keys (key=value; the defaults of the options above; ${...} resolves at run time):"]
+    lines += ["", "Keys (key=value; the defaults of the options above; ${...} resolves at run time; (type): what "
+              "Hydra accepts):"]
     for sec in secs:
         if not sec.entries:
             continue
@@ -233,7 +242,7 @@ def render(conf: Path, command: str, overrides: list[str] = (), width: int | Non
         if sec.doc:
             lines += textwrap.wrap(sec.doc, width, initial_indent="  ", subsequent_indent="  ")
         for e in sec.entries:
-            shown = f"{e.key}={e.value}" if e.value else f"{e.key}:"
+            shown = (f"{e.key}={e.value}" if e.value else f"{e.key}:") + (f"  ({e.type})" if e.type else "")
             lines.append("  " + shown)
             if e.doc:
                 lines += textwrap.wrap(e.doc, width, initial_indent="      ", subsequent_indent="      ")

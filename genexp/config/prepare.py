@@ -359,12 +359,13 @@ def check_types(command: str, cfg: DictConfig, overrides: list[str], conf_dir: P
             from genexp.config.help import all_keys
             from genexp.config.suggest import did_you_mean
 
-            known = [k for k in all_keys(conf_dir, command, overrides) if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0]]
-            raise UserError(f"{raw}: {key} does not exist{did_you_mean(key, known, key=lambda k: k.rsplit('.', 1)[-1])} "
-                            f"and cannot be added: the keys of {key.rsplit('.', 1)[0]} are fixed by its schema "
-                            f"(genexp {command} --help lists them)")
+            node = key.rsplit(".", 1)[0]
+            known = [k for k in all_keys(conf_dir, command, overrides) if k.rsplit(".", 1)[0] == node]
+            hint = did_you_mean(key, known, key=lambda k: k.rsplit(".", 1)[-1])
+            raise UserError(f"{raw}: {key} does not exist{hint} and cannot be added: the keys of {node} are fixed "
+                            f"by its schema (genexp {command} --help lists them)")
         value = o.value()
-        if hints[field] in (bool, typing.Optional[bool]) and not isinstance(value, bool) and value is not None \
+        if hints[field] in (bool, bool | None) and not isinstance(value, bool) and value is not None \
                 and not str(value).startswith("${"):
             raise UserError(f"{key}={raw.split('=', 1)[1]}: expected true or false")
     if not value_overrides:

@@ -9,7 +9,7 @@ yaml files; ``dataset`` stays an open mapping, built with its ``_target_``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -26,7 +26,7 @@ class DataConfig:
     num_classes: int = MISSING
     batch_size: int = MISSING
     num_workers: int = MISSING
-    dataset: Dict[str, Any] = MISSING
+    dataset: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ImageData(DataConfig):
     resolution: int = MISSING
     channels: int = MISSING
     # Discrete pixel values for likelihood models (null: continuous).
-    levels: Optional[int] = MISSING
+    levels: int | None = MISSING
 
 
 @dataclass
@@ -69,7 +69,7 @@ class StackedMnistData(DownloadableImageData):
 @dataclass
 class ImageFolderData(ImageData):
     """The user's own folder or zip (images, ffhq)."""
-    path: Optional[str] = MISSING
+    path: str | None = MISSING
     use_labels: bool = MISSING
     mixed: str = MISSING
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
@@ -28,26 +28,26 @@ class OptimConfig:
 
 @dataclass
 class AdamConfig(OptimConfig):
-    betas: List[float] = MISSING
+    betas: list[float] = MISSING
 
 
 @dataclass
 class GanAdamConfig(AdamConfig):
-    generator: Dict[str, Any] = MISSING
-    discriminator: Dict[str, Any] = MISSING
+    generator: dict[str, Any] = MISSING
+    discriminator: dict[str, Any] = MISSING
 
 
 @dataclass
 class GanRmspropConfig(OptimConfig):
-    generator: Dict[str, Any] = MISSING
-    discriminator: Dict[str, Any] = MISSING
+    generator: dict[str, Any] = MISSING
+    discriminator: dict[str, Any] = MISSING
 
 
 @dataclass
 class AdamMlConfig(AdamConfig):
     """One optimizer, ``model``, for the likelihood families."""
     weight_decay: float = MISSING
-    model: Dict[str, Any] = MISSING
+    model: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -55,7 +55,7 @@ class AdamEdmConfig(AdamConfig):
     """EDM's: eps and a linear lr ramp-up over the first lr_rampup_kimg thousand images."""
     eps: float = MISSING
     lr_rampup_kimg: float = MISSING
-    model: Dict[str, Any] = MISSING
+    model: dict[str, Any] = MISSING
 
 
 # The names the options' defaults lists use: /schema/optim/<name>@_here_.

@@ -8,7 +8,6 @@ checkpoint, and an Enum member there is a class the safe unpickler refuses to bu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from omegaconf import MISSING
 
@@ -23,7 +22,7 @@ COUNTS = ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_samples
 
 @dataclass
 class PhemaConfig:
-    sigma_rels: Optional[List[float]] = MISSING
+    sigma_rels: list[float] | None = MISSING
     snapshot_every: int = MISSING
 
 
@@ -32,20 +31,20 @@ class TrainerConfig:
     # No values here: conf/trainer/default.yaml holds them, with their comments (one source).
     device: str = MISSING
     max_steps: int = MISSING
-    max_time_s: Optional[float] = MISSING
+    max_time_s: float | None = MISSING
     time_clock: str = MISSING
-    max_kimg: Optional[float] = MISSING
+    max_kimg: float | None = MISSING
     seed: int = MISSING
     deterministic: bool = MISSING
-    log_every: Optional[int] = MISSING
-    sample_every: Optional[int] = MISSING
-    eval_every: Optional[int] = MISSING
-    ckpt_every: Optional[int] = MISSING
-    eval_samples: Optional[int] = MISSING
-    grid_samples: Optional[int] = MISSING
+    log_every: int | None = MISSING
+    sample_every: int | None = MISSING
+    eval_every: int | None = MISSING
+    ckpt_every: int | None = MISSING
+    eval_samples: int | None = MISSING
+    grid_samples: int | None = MISSING
     progress: str = MISSING
-    objective: Optional[str] = MISSING
-    keep_last: Optional[int] = MISSING
+    objective: str | None = MISSING
+    keep_last: int | None = MISSING
     keep_best: bool = MISSING
     on_nan: str = MISSING
     precision: str = MISSING
@@ -53,6 +52,10 @@ class TrainerConfig:
     compile: bool = MISSING
     channels_last: bool = MISSING
     phema: PhemaConfig = field(default_factory=PhemaConfig)
+
+
+# The name conf/trainer's options use: /schema/trainer/default@_here_.
+SCHEMAS = {"default": TrainerConfig}
 
 
 def check(trainer, data) -> None:
