@@ -70,7 +70,8 @@ def compose_train(overrides: list[str]):
         HydraConfig.instance().cfg = job
     with open_dict(cfg):
         del cfg["hydra"]
-        cfg.data.path = None  # the file holds no data: eval asks for data=...
+        if "path" in cfg.data.keys():  # an image folder's (data=images, path ???): a schema adds no key elsewhere
+            cfg.data.path = None  # the file holds no data: eval asks for data=...
     return cfg
 
 
