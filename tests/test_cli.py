@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 import yaml
 
@@ -79,6 +80,7 @@ def test_toy_data_gives_scatter_and_points(run, tmp_path):
     assert (tmp_path / "s/samples.png").is_file()
 
 
+@pytest.mark.slow  # make test under 10 min; a two-job sweep into hydra.sweep.dir runs in test_report
 def test_multirun_two_jobs_into_sweep_dir(run, tmp_path):
     sweep = tmp_path / "sweep"
     res = run("train", "-m", "loss=ns,wgan_gp", *TINY, "metrics=[]", f"hydra.sweep.dir={sweep}")

@@ -65,6 +65,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(run, tmp_pat
     assert json.loads((two / "run.json").read_text())["status"] == "done"
 
 
+@pytest.mark.slow  # make test under 10 min; DDP steps: the MADE test; ranks' metrics: hostile/test_distributed_eval
 def test_two_process_gan_trains_in_step_and_its_metrics_cover_both_ranks(run, tmp_path):
     out = tmp_path / "gan"
     res = torchrun(*GAN, f"hydra.run.dir={out}")

@@ -62,6 +62,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_auto_continues(run, tmp_path):
     assert load_checkpoint(out / "checkpoints/last.pt")["step"] == ckpt["step"] + 2
 
 
+@pytest.mark.slow  # make test under 10 min; bit-exact resume: test_resume, test_gan_phases; signals: the SIGTERM test
 def test_sigkill_at_a_random_step_then_resume_auto_is_bit_exact(run, tmp_path):
     args = [*RUN, "trainer.max_steps=16", "trainer.ckpt_every=3", "loss=wgan_gp", "data.batch_size=8"]
     full = tmp_path / "full"

@@ -234,6 +234,7 @@ def test_repeats_report_the_mean_and_spread_over_seeds(run, tmp_path):
     assert "metrics.repeats=3" in line and "ckpt=" in line
 
 
+@pytest.mark.slow  # make test under 10 min; repeats' mean and spread: test_repeats_report_the_mean_and_spread_over_seeds
 def test_eval_repeats_over_seeds_from_a_checkpoint(run, tmp_path):
     import json
 

@@ -83,6 +83,7 @@ def test_a_failing_job_of_a_basic_sweep(run, tmp_path):
     assert res.err.count(f"genexp: job #0 ({sweep / '0'}) stopped: non-finite") == 2, res  # as it fails, at the end
 
 
+@pytest.mark.slow  # make test under 10 min; the launcher's config composes in test_docs_commands (docs/distributed.md)
 def test_submitit_local_launcher_runs_two_jobs(run, tmp_path):
     sweep = tmp_path / "sweep"
     res = run("train", "-m", "hydra/launcher=local", "hydra.launcher.timeout_min=5", *TINY, "metrics=[fid]",

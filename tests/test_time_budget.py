@@ -13,7 +13,8 @@ from tests.conftest import TINY
 HUGE = "trainer.max_steps=100000000"
 
 
-@pytest.mark.parametrize("clock", ["process", "wall"])
+# wall in the slow set (make test under 10 min): the budget code is one, the clock a function of it
+@pytest.mark.parametrize("clock", ["process", pytest.param("wall", marks=pytest.mark.slow)])
 def test_budget_stops_the_run_with_a_final_checkpoint(run, tmp_path, clock):
     out = tmp_path / "run"
     res = run("train", *TINY, HUGE, "trainer.max_time_s=1.5", f"trainer.time_clock={clock}", "metrics=[]",
