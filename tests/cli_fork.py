@@ -94,9 +94,11 @@ def serve() -> None:
     import hydra  # noqa: F401
     import omegaconf  # noqa: F401
     import torch  # noqa: F401
+    import torch._inductor.config  # noqa: F401  (torch.use_deterministic_algorithms imports it: seconds a run)
     import torchmetrics  # noqa: F401
 
     import genexp.cli  # noqa: F401
+    import genexp.commands.train  # noqa: F401
     import genexp.config.prepare  # noqa: F401
 
     reply = sys.stdout
