@@ -89,6 +89,48 @@ def bench_one(data: str, model: str, seed: int, budget: float, n: int, root: str
             "eval_cmd": "genexp " + " ".join(evaluate)}
 
 
+def write_pngs(images, folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = images.add(1).mul(127.5).round().clamp(0, 255).byte().squeeze(1).numpy()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
+
+
+def references(data: str, n: int, root: str, out: Path) -> list[dict]:
+    """The FID a model's sits between, at the same n and extractor: n other real images and n images of
+    uniform noise. The metric's real side is n training images, a fixed subset (randperm with seed 0,
+    genexp/metrics/suite.py); the real fakes are the next n of that order on digits, MNIST's test split."""
+    import torch
+
+    from genexp.data.digits import DigitsDataset
+    from genexp.data.idx import IdxDataset
+
+    if data == "digits":
+        real = DigitsDataset(resolution=16, split="all").x
+        data_args = ["data=digits"]
+    else:
+        real = IdxDataset(root, "mnist", split="test", resolution=32, download=False).x
+        data_args = ["data=mnist", f"data.root={root}", "data.download=false"]
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    picks = {"real": real[order[n:2 * n]] if data == "digits" else real[order[:n]],
+             "noise": torch.rand((n, *real.shape[1:]), generator=generator).mul(2).sub(1)}
+    records = []
+    for what, images in picks.items():
+        folder = out / f"{data}_{what}{n}"
+        write_pngs(images, folder)
+        evaluate = ["eval", *data_args, f"fake={folder}", "metrics=[fid]", f"n={n}", "seed=0",
+                    f"hydra.run.dir={folder}_eval"]
+        run(evaluate, out / f"{folder.name}.eval.log")
+        values = json.loads((Path(f"{folder}_eval") / "metrics.json").read_text())["metrics"]
+        key = next(k for k in values if k.startswith("fid/"))
+        records.append({"data": data, "what": what, "n": n, "fid_key": key, "fid": float(values[key]),
+                        "eval_cmd": "genexp " + " ".join(evaluate)})
+    return records
+
+
 def load() -> list[dict]:
     return json.loads(OUT_JSON.read_text())["runs"] if OUT_JSON.exists() else []
 
@@ -96,7 +138,8 @@ def load() -> list[dict]:
 def save(records: list[dict], machine: str) -> None:
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{machine}, torch {__import__('torch').__version__} CPU, 1 thread a run"
-    OUT_JSON.write_text(json.dumps({"machine": machine, "runs": records}, indent=1) + "\n")
+    whole = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    OUT_JSON.write_text(json.dumps({**whole, "machine": machine, "runs": records}, indent=1) + "\n")
 
 
 def record_run(record: dict, machine: str) -> None:
@@ -109,57 +152,77 @@ def record_run(record: dict, machine: str) -> None:
 
 
 def mean_std(values: list[float]) -> str:
+    def number(v: float) -> str:  # 17,344 rather than 1.734e+04
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
     if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+        return number(values[0])
+    std = statistics.stdev(values)
+    return f"{number(statistics.mean(values))} ± {f'{std:,.0f}' if std >= 100 else f'{std:.2g}'}"
 
 
-def table(records: list[dict]) -> str:
-    rows = ["| data | model | budget (CPU s) | seeds | steps | images seen | FID | train CPU s | train wall s | "
+def table(records: list[dict], references: list[dict] = ()) -> str:
+    """One row per (data, budget, model), best FID first within a data set and budget; then the data set's
+    references at the same n (other real images: the floor small samples leave; uniform noise)."""
+    rows = ["| data | budget (CPU s) | model | seeds | steps | images seen | FID | train CPU s | train wall s | "
             "eval CPU s | eval wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["data"], r["model"], r["budget_cpu_s"], r["fid_key"]), []).append(r)
-    for (data, model, budget, key), rs in groups.items():
-        rows.append(f"| {data} | {model} | {budget:g} | {len(rs)} | {mean_std([r['steps'] for r in rs])} | "
+        groups.setdefault((r["data"], r["budget_cpu_s"], r["model"], r["fid_key"]), []).append(r)
+    order = sorted(groups, key=lambda g: (g[0], -g[1], statistics.mean(r["fid"] for r in groups[g])))
+    for (data, budget, model, key) in order:
+        rs = groups[(data, budget, model, key)]
+        rows.append(f"| {data} | {budget:g} | {model} | {len(rs)} | {mean_std([r['steps'] for r in rs])} | "
                     f"{mean_std([r['images_seen'] for r in rs])} | {mean_std([r['fid'] for r in rs])} (`{key}`) | "
                     f"{mean_std([r['train_cpu_s'] for r in rs])} | {mean_std([r['train_wall_s'] for r in rs])} | "
                     f"{mean_std([r['eval_cpu_s'] for r in rs])} | {mean_std([r['eval_wall_s'] for r in rs])} |")
+    for ref in references:
+        what = {"real": "other real images", "noise": "uniform noise"}[ref["what"]]
+        fid = f"{ref['fid']:.4g} (`{ref['fid_key']}`)"
+        rows.append(f"| {ref['data']} | - | {what} | - | - | - | {fid} | - | - | - | - |")
     return "\n".join(rows)
 
 
+# What the numbers show, written after reading them (docs/bench/families.md keeps it under the table).
+NOTES = """"""
+
+
 def markdown(records: list[dict]) -> str:
-    """docs/bench/families.md: the table, the machine, one run's exact commands per row, the caveats."""
-    machine = json.loads(OUT_JSON.read_text())["machine"] if OUT_JSON.exists() else ""
-    commands = {}
+    """docs/bench/families.md: the table, the machine, the commands that made it, the caveats."""
+    whole = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    references = whole.get("references", [])
+    invocations = {}
     for r in records:
+        n = r["fid_key"].split("@", 1)[1].split("/")[0]
+        root = " --root /work/shared/data/mnist" if r["data"] == "mnist" else ""
+        seeds = sorted({x["seed"] for x in records if (x["data"], x["budget_cpu_s"]) == (r["data"], r["budget_cpu_s"])})
+        invocations[(r["data"], r["budget_cpu_s"])] = (
+            f"python scripts/bench_families.py --data {r['data']} --seeds {' '.join(map(str, seeds))} "
+            f"--budget {r['budget_cpu_s']:g} --n {n}{root}")
+    for data in sorted({ref["data"] for ref in references}):
+        ref = next(x for x in references if x["data"] == data)
+        root = " --root /work/shared/data/mnist" if data == "mnist" else ""
+        invocations[(data, "references")] = (f"python scripts/bench_families.py --references --data {data} "
+                                              f"--n {ref['n']}{root}")
+    commands = {}
+    for r in sorted(records, key=lambda r: -r["budget_cpu_s"]):  # the longest budget's commands
         commands.setdefault((r["data"], r["model"]), (r["train_cmd"], r["eval_cmd"]))
     lines = ["# EDM, DCGAN and StyleGAN2 at matched CPU budgets (issue 18)", "",
-             f"Machine: {machine}. Budget: `trainer.max_time_s` of this process's CPU time "
-             "(`trainer.time_clock=process`), so the other workers on the machine do not change it; training "
+             f"Machine: {whole.get('machine', '')}. Budget: `trainer.max_time_s` of the training process's CPU time "
+             "(`trainer.time_clock=process`), so what else runs on the machine does not change it; training "
              "stops at the first step boundary past it. FID: the shipped classifier's features "
-             "(`extractor=auto`: digits_lenet on digits), the same fake sample count for every model, against "
-             "all real images of the data set. EDM samples with its default sampler: 18 Heun steps, 35 NFE. "
-             "Mean ± std over the seeds (`trainer.seed`; every eval uses seed=0). Wall seconds include "
-             "Python start-up and depend on the load of the machine; CPU seconds of a training include "
-             "start-up (~15-20 s) beyond the budget.", "",
-             "Made by `python scripts/bench_families.py --data digits --models stylegan2 dcgan edm "
-             "--seeds 0 1 2 --budget 20 --n 512` (records: docs/bench/families.json, one per run). MNIST "
-             "(`--data mnist`) was not run: at ~250 CPU s per EDM evaluation it did not fit the session.", "",
-             table(records), "",
-             "## What this does and does not show", "",
-             "- Budgets this small favour fast-converging models, and at 20 CPU seconds (~20 steps of EDM or "
-             "StyleGAN2, ~120 of DCGAN on this machine) no model has learnt digits: every FID sits at or above "
-             "that of uniform noise (1331 for 512 noise images). The table measures how far each family gets in "
-             "the first seconds, not which family is better; longer budgets on a less loaded machine are the "
-             "real comparison (the script takes --budget).",
-             "- experiment=edm_digits warms its learning rate up over 10 kimg (~156 steps): within the budget EDM "
-             "trains at under a seventh of its rate. Without the warm-up, EDM reaches FID 144.9 "
-             "(`fid/digits_lenet@256/heun35`) after 100 steps (the slow test tests/test_families_slow.py).",
-             "- DCGAN's early samples are saturated, which the classifier scores worse than noise.",
-             "- EDM's evaluation costs 35 network evaluations per sample: ~250 CPU s for 512 samples here, "
-             "against ~20 s for a GAN.", "",
-             "## Commands (seed 0; other seeds change trainer.seed and the run directory)", ""]
+             "(`extractor=auto`: digits_lenet on digits, mnist_lenet on MNIST), n generated images against n "
+             "training images (the metric's fixed subset, a seed-0 permutation), the same n for every model of a "
+             "data set. EDM samples with its default sampler: 18 Heun steps, 35 network evaluations a sample. "
+             "Mean ± std over the seeds (`trainer.seed`; every eval uses seed=0). Wall seconds include Python "
+             "start-up and depend on the load of the machine; a training's CPU seconds include start-up "
+             "(~15-20 s) beyond the budget.", "",
+             "Made by (records: docs/bench/families.json, one per run; `--markdown` writes this page):", ""]
+    lines += [f"- `{cmd}`" for cmd in invocations.values()]
+    lines += ["", table(records, references), ""]
+    if NOTES.strip():
+        lines += ["## What this does and does not show", "", NOTES.strip(), ""]
+    lines += ["## Commands (seed 0; other seeds change trainer.seed and the run directory)", ""]
     for (data, model), (train, evaluate) in commands.items():
         train, evaluate = (c.replace(str(REPO) + "/", "") for c in (train, evaluate))
         lines += [f"- {data} / {model}:", f"  - `OMP_NUM_THREADS=1 {train}`", f"  - `OMP_NUM_THREADS=1 {evaluate}`"]
@@ -178,9 +241,22 @@ def main() -> None:
     parser.add_argument("--machine", default="2-core shared CPU", help="the machine, for the table's note")
     parser.add_argument("--table", action="store_true", help="only print the table of docs/bench/families.json")
     parser.add_argument("--markdown", action="store_true", help="only write docs/bench/families.md from the json")
+    parser.add_argument("--references", action="store_true",
+                        help="only the FID of n real and of n noise images (the floor and the ceiling)")
     args = parser.parse_args()
     if args.table:
-        print(table(load()))
+        print(table(load(), json.loads(OUT_JSON.read_text()).get("references", []) if OUT_JSON.exists() else []))
+        return
+    if args.references:
+        out = (REPO / args.out).resolve()
+        records = references(args.data, args.n, args.root, out)
+        print(json.dumps(records, indent=1))
+        with open(Path(tempfile.gettempdir()) / "genexp-bench-families.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            whole = json.loads(OUT_JSON.read_text())
+            whole["references"] = [r for r in whole.get("references", []) if (r["data"], r["n"]) != (args.data, args.n)]
+            whole["references"] += records
+            OUT_JSON.write_text(json.dumps(whole, indent=1) + "\n")
         return
     if args.markdown:
         OUT_MD.write_text(markdown(load()))
