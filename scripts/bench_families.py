@@ -131,6 +131,22 @@ def references(data: str, n: int, root: str, out: Path) -> list[dict]:
     return records
 
 
+def eval_raw(record: dict, out: Path) -> dict:
+    """A GAN's FID from its raw G as well (ema=false): the default EMA of G (DCGAN: beta 0.999 a step from
+    step 0; StyleGAN2: a 10 kimg half-life) still holds much of the initial weights after the few kimg a CPU
+    budget allows, which EDM's ramped-up EMA does not. The table shows the better of the two."""
+    if record["model"] == "edm":
+        return record
+    run_dir = out / f"{record['data']}_{record['model']}_s{record['seed']}"
+    eval_dir = run_dir / "eval_raw"
+    evaluate = ["eval", f"ckpt={run_dir}/checkpoints/last.pt", "metrics=[fid]", f"n={record['fid_key'].split('@')[1]}",
+                "seed=0", "ema=false", f"hydra.run.dir={eval_dir}"]
+    if not (eval_dir / "metrics.json").is_file():
+        run(evaluate, out / f"{run_dir.name}.eval_raw.log")
+    values = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    return {**record, "fid_raw": float(values[record["fid_key"]]), "eval_raw_cmd": "genexp " + " ".join(evaluate)}
+
+
 def load() -> list[dict]:
     return json.loads(OUT_JSON.read_text())["runs"] if OUT_JSON.exists() else []
 
@@ -164,16 +180,17 @@ def mean_std(values: list[float]) -> str:
 def table(records: list[dict], references: list[dict] = ()) -> str:
     """One row per (data, budget, model), best FID first within a data set and budget; then the data set's
     references at the same n (other real images: the floor small samples leave; uniform noise)."""
-    rows = ["| data | budget (CPU s) | model | seeds | steps | images seen | FID | train CPU s | train wall s | "
-            "eval CPU s | eval wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| data | budget (CPU s) | model | seeds | steps | images seen | FID (GANs: EMA G / raw G) | train CPU s | "
+            "train wall s | eval CPU s | eval wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["data"], r["budget_cpu_s"], r["model"], r["fid_key"]), []).append(r)
     order = sorted(groups, key=lambda g: (g[0], -g[1], statistics.mean(r["fid"] for r in groups[g])))
     for (data, budget, model, key) in order:
         rs = groups[(data, budget, model, key)]
+        raw = f" / {mean_std([r['fid_raw'] for r in rs])}" if all("fid_raw" in r for r in rs) else ""
         rows.append(f"| {data} | {budget:g} | {model} | {len(rs)} | {mean_std([r['steps'] for r in rs])} | "
-                    f"{mean_std([r['images_seen'] for r in rs])} | {mean_std([r['fid'] for r in rs])} (`{key}`) | "
+                    f"{mean_std([r['images_seen'] for r in rs])} | {mean_std([r['fid'] for r in rs])}{raw} (`{key}`) | "
                     f"{mean_std([r['train_cpu_s'] for r in rs])} | {mean_std([r['train_wall_s'] for r in rs])} | "
                     f"{mean_std([r['eval_cpu_s'] for r in rs])} | {mean_std([r['eval_wall_s'] for r in rs])} |")
     for ref in references:
@@ -241,11 +258,20 @@ def main() -> None:
     parser.add_argument("--machine", default="2-core shared CPU", help="the machine, for the table's note")
     parser.add_argument("--table", action="store_true", help="only print the table of docs/bench/families.json")
     parser.add_argument("--markdown", action="store_true", help="only write docs/bench/families.md from the json")
+    parser.add_argument("--raw", action="store_true",
+                        help="only evaluate the recorded GAN runs' raw G (ema=false) as well, into their records")
     parser.add_argument("--references", action="store_true",
                         help="only the FID of n real and of n noise images (the floor and the ceiling)")
     args = parser.parse_args()
     if args.table:
         print(table(load(), json.loads(OUT_JSON.read_text()).get("references", []) if OUT_JSON.exists() else []))
+        return
+    if args.raw:
+        out = (REPO / args.out).resolve()
+        for record in [r for r in load() if r["data"] == args.data and r["budget_cpu_s"] == args.budget]:
+            record = eval_raw(record, out)
+            print(record["data"], record["model"], record["seed"], record["fid"], record.get("fid_raw"), flush=True)
+            record_run(record, args.machine)
         return
     if args.references:
         out = (REPO / args.out).resolve()
